@@ -1,0 +1,124 @@
+"""``dlrun``: the Hydra entry point. Known failures become one line on stderr and a non-zero exit.
+
+Lightning and MLflow are imported only once a task runs, so ``dlrun --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from typing import Any
+
+from dlrun.errors import RunInterrupted, UserError
+
+CONFIG_NAME = "config"
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise RunInterrupted(signum)
+
+
+def _task(cfg: Any) -> Any:
+    from dlrun.tasks import run_task
+
+    return run_task(cfg)
+
+
+def main() -> None:
+    """Console script: run Hydra on ``sys.argv`` and exit with dlrun's codes."""
+    import hydra
+
+    from dlrun.config.search_path import register, shipped_dir
+
+    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Let failures reach us instead of Hydra's multi-line report; we print one line (or re-raise).
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    register()
+    entry = hydra.main(config_path=str(shipped_dir("conf")), config_name=CONFIG_NAME, version_base="1.3")(_task)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_interrupt)
+    try:
+        entry()
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001 - every failure gets one line and a code
+        if show_traceback:
+            raise
+        code, line = describe_error(err, sys.argv[1:])
+        print(f"dlrun: error: {line}", file=sys.stderr, flush=True)
+        sys.exit(code)
+
+
+def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:
+    """Exit code and one line for any failure, naming the key, file or line at fault where known."""
+    from hydra.errors import HydraException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, RunInterrupted):
+        return err.exit_code, f"{err}; the run was marked KILLED"
+    if isinstance(err, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(err, UserError):
+        return err.exit_code, _one_line(str(err))
+    if isinstance(err, OverrideParseException):
+        return 2, _one_line(str(err))
+    if isinstance(err, HydraException):
+        return 2, _hydra_message(err, argv)
+    if isinstance(err, OmegaConfBaseException):
+        key = getattr(err, "full_key", None)
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return 2, f"{key}: {first}" if key and key not in first else first
+    if type(err).__name__ == "MisconfigurationException":
+        return 2, f"trainer: {_one_line(str(err))}"
+    cause = f"{type(err).__name__}: {_one_line(str(err))}"
+    return 1, f"{cause} (set HYDRA_FULL_ERROR=1 for the traceback)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _hydra_message(err: BaseException, argv: list[str]) -> str:
+    text = str(err)
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        allowed = f"; available: {', '.join(options)}" if options else ""
+        return f"{group}={option}: no such {group}{allowed}"
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        return f"{key}: unknown key{_known_keys_hint(key, argv)}"
+    cause = err.__cause__
+    if cause is not None and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {str(cause).splitlines()[0]}"
+    return _one_line(text.split("\nConfig search path")[0])
+
+
+def _known_keys_hint(key: str, argv: list[str]) -> str:
+    """Compose again without the offending override to list the keys that do exist beside it."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig, OmegaConf
+
+    from dlrun.config.search_path import shipped_dir
+
+    parent, _, name = key.rpartition(".")
+    overrides = [a for a in argv if not a.startswith("-") and a.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        with initialize_config_dir(str(shipped_dir("conf")), version_base="1.3"):
+            cfg = compose(CONFIG_NAME, overrides=overrides)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:  # the hint is a courtesy; the error line stands without it
+        return ""
+    if not isinstance(node, DictConfig):
+        return ""
+    keys = [str(k) for k in node.keys()]
+    close = difflib.get_close_matches(name, keys, n=1)
+    prefix = f"{parent}." if parent else ""
+    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+    return f"{hint}; keys in {parent or 'the config'}: {', '.join(keys)}; use +{key}=... to add a new one"

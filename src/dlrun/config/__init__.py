@@ -1,0 +1,1 @@
+"""Finding, composing and checking dlrun's Hydra configs."""

@@ -1,0 +1,64 @@
+"""Building objects from ``_target_`` config nodes, with errors that name the offending key."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Collection
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun.config.validate import check_call
+from dlrun.errors import ConfigError, UserError
+
+
+def locate(path: str, key: str) -> Any:
+    """Import the object named by a ``_target_`` string."""
+    from hydra._internal.utils import _locate
+
+    try:
+        return _locate(path)
+    except ImportError as err:
+        raise ConfigError(f"{key}._target_: cannot import {path!r}") from err
+
+
+def accepted_kwargs(target: Any, provided: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``provided`` that ``target``'s signature takes (e.g. dataset dims a model needs)."""
+    params = inspect.signature(target).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return dict(provided)
+    return {k: v for k, v in provided.items() if k in params}
+
+
+def build(node: DictConfig, key: str, deferred: Collection[str] = (), **provided: Any) -> Any:
+    """Validate ``node`` against its target's signature, then instantiate it with ``provided`` extras.
+
+    ``deferred`` names arguments that a ``_partial_`` object receives later (an optimizer's ``params``).
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if "_target_" not in node:
+        raise ConfigError(f"{key}: needs a _target_ (the class or function to build)")
+    target = locate(node._target_, key)
+    extras = accepted_kwargs(target, provided)
+    check_call(target, OmegaConf.to_container(node, resolve=True), key, provided={*extras, *deferred})
+    try:
+        return instantiate(node, **extras)
+    except InstantiationException as err:
+        raise as_config_error(err.__cause__ or err, key) from err
+    except (ValueError, TypeError) as err:
+        raise as_config_error(err, key) from err
+
+
+def as_config_error(err: BaseException, key: str) -> BaseException:
+    """A constructor's ``ValueError("name: must be ...")`` becomes ``ConfigError("key.name: must be ...")``."""
+    if isinstance(err, UserError):
+        return err
+    message = " ".join(str(err).split())
+    if isinstance(err, (ValueError, TypeError)):
+        if re.match(r"^\w+: ", message):
+            return ConfigError(f"{key}.{message}")
+        return ConfigError(f"{key}: {message}")
+    return err

@@ -1,0 +1,104 @@
+"""Where configs live: shipped ``conf/`` and ``experiments/``, plus the user's own in the working directory."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.object_type import ObjectType
+from hydra.core.plugins import Plugins
+from hydra.plugins.config_source import ConfigResult, ConfigSource
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import OmegaConf
+
+PRESET_GROUP = "experiment"
+
+
+@cache
+def shipped_dir(name: str) -> Path:
+    """``conf`` or ``experiments``: inside the installed package, else at the source checkout's root."""
+    packaged = Path(__file__).resolve().parents[1] / name
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / name
+
+
+class PresetConfigSource(ConfigSource):
+    """Serve a flat folder of presets (``experiments/*.yaml``) as the config group ``experiment``."""
+
+    def __init__(self, provider: str, path: str) -> None:
+        if "://" not in path:
+            path = f"{self.scheme()}://{path}"
+        super().__init__(provider=provider, path=path)
+
+    @staticmethod
+    def scheme() -> str:
+        """URL scheme of search-path entries served by this source."""
+        return "dlrun-presets"
+
+    def _local(self, config_path: str) -> str | None:
+        parts = config_path.strip("/").split("/", 1)
+        if parts[0] != PRESET_GROUP:
+            return None
+        return os.path.join(self.path, parts[1] if len(parts) > 1 else "")
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        """Load ``experiment/NAME.yaml`` from the presets folder."""
+        local = self._local(self._normalize_file_name(config_path))
+        with open(local, encoding="utf-8") as handle:
+            header = ConfigSource._get_header_dict(handle.read(512))
+            handle.seek(0)
+            cfg = OmegaConf.load(handle)
+        return ConfigResult(config=cfg, path=f"{self.scheme()}://{self.path}", provider=self.provider, header=header)
+
+    def available(self) -> bool:
+        """True when the folder exists."""
+        return os.path.isdir(self.path)
+
+    def is_group(self, config_path: str) -> bool:
+        """The root and ``experiment`` are groups here."""
+        if config_path.strip("/") == "":
+            return self.available()
+        local = self._local(config_path)
+        return local is not None and os.path.isdir(local)
+
+    def is_config(self, config_path: str) -> bool:
+        """``experiment/NAME`` is a config when ``NAME.yaml`` exists."""
+        local = self._local(self._normalize_file_name(config_path))
+        return local is not None and os.path.isfile(local)
+
+    def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
+        """Names of presets in the folder."""
+        local = self._local(config_path) if config_path.strip("/") else None
+        files: list[str] = []
+        if config_path.strip("/") == "":
+            if results_filter in (None, ObjectType.GROUP) and self.available():
+                files.append(PRESET_GROUP)
+            return files
+        if local is None or not os.path.isdir(local):
+            return files
+        for name in os.listdir(local):
+            self._list_add_result(files, os.path.join(config_path, name), name, results_filter)
+        return sorted(set(files))
+
+
+class DlrunSearchPath(SearchPathPlugin):
+    """Append shipped presets and the working directory's ``conf/`` and ``experiments/``."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        """Ours first, then the user's own folders (so user files add names but never shadow ours)."""
+        cwd = Path.cwd()
+        search_path.append("dlrun", f"{PresetConfigSource.scheme()}://{shipped_dir('experiments')}")
+        if (cwd / "conf").is_dir() and (cwd / "conf").resolve() != shipped_dir("conf"):
+            search_path.append("dlrun-user", f"file://{cwd / 'conf'}")
+        if (cwd / "experiments").is_dir() and (cwd / "experiments").resolve() != shipped_dir("experiments"):
+            search_path.append("dlrun-user", f"{PresetConfigSource.scheme()}://{cwd / 'experiments'}")
+
+
+def register() -> None:
+    """Make Hydra aware of the preset source and dlrun's search path (idempotent)."""
+    plugins = Plugins.instance()
+    plugins.register(PresetConfigSource)
+    plugins.register(DlrunSearchPath)

@@ -1,0 +1,1 @@
+"""Building networks: plain torch modules, free of Lightning, Hydra and MLflow."""

@@ -1,0 +1,218 @@
+"""The one place that wires data, model, training and tracking together for each task.
+
+Read ``train`` top to bottom for the whole story of a run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import dlrun
+from dlrun.config.build import build
+from dlrun.config.validate import check_call, check_choice
+from dlrun.console import print_config
+from dlrun.errors import ConfigError
+from dlrun.tracking.run import RunSpec, flatten, is_rank_zero, tracked_run
+
+
+@dataclass
+class Job:
+    """What Hydra knows about this job: its name, overrides and directories."""
+
+    run_name: str
+    overrides: list[str]
+    output_dir: Path
+    cwd: Path
+    choices: dict[str, str]
+    sweep_num: int | None = None
+
+
+def current_job(cfg: DictConfig) -> Job:
+    """Describe the running Hydra job (run name: preset name, or ``<data>-<model>``; sweep jobs add their number)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if v is not None and not k.startswith("hydra")}
+    sweep_num = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
+    name = cfg.tracking.run_name or choices.get("experiment") or f"{choices.get('data')}-{choices.get('model')}"
+    if sweep_num is not None:
+        name = f"{name}-{sweep_num}"
+    return Job(
+        run_name=name,
+        overrides=list(hydra_cfg.overrides.task),
+        output_dir=Path(hydra_cfg.runtime.output_dir),
+        cwd=Path(hydra_cfg.runtime.cwd),
+        choices=choices,
+        sweep_num=sweep_num,
+    )
+
+
+def git_commit(folder: Path) -> str | None:
+    """HEAD of the git work tree holding ``folder``, with ``-dirty`` if it has changes; None outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def run_spec(cfg: DictConfig, job: Job) -> RunSpec | None:
+    """The MLflow run this job writes to (None when ``tracking.enabled`` is false)."""
+    if not cfg.tracking.enabled:
+        return None
+    tags = {
+        "dlrun.version": dlrun.__version__,
+        "dlrun.task": cfg.task,
+        "dlrun.overrides": " ".join(job.overrides),
+        "dlrun.output_dir": str(job.output_dir),
+        "mlflow.source.name": "dlrun",
+        "mlflow.source.type": "LOCAL",
+    }
+    commit = git_commit(job.cwd)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+        tags["dlrun.git_commit"] = commit
+    return RunSpec(
+        uri=cfg.tracking.uri,
+        experiment=cfg.tracking.experiment or job.choices.get("data", "dlrun"),
+        run_name=job.run_name,
+        tags=tags,
+        cwd=job.cwd,
+    )
+
+
+def build_module(cfg: DictConfig, datamodule: Any) -> Any:
+    """The network (sized by the data) wrapped in its LightningModule, with optimizer and schedule."""
+    dims = datamodule.dims
+    net = build(cfg.model, "model", **dims)
+    optimizer = build(cfg.optimizer, "optimizer", deferred=["params"])
+    scheduler = build(cfg.scheduler, "scheduler", deferred=["optimizer"]) if cfg.scheduler.get("_target_") else None
+    return build(cfg.objective, "objective", net=net, optimizer=optimizer, scheduler=scheduler, **dims)
+
+
+def build_trainer(cfg: DictConfig, job: Job, run: Any, callbacks: list[Any]) -> Any:
+    """A Lightning Trainer from ``cfg.trainer`` (null values keep Lightning's defaults)."""
+    import pytorch_lightning as pl
+
+    from dlrun.training.callbacks import EpochLine
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
+    check_call(pl.Trainer, kwargs, "trainer", provided={"callbacks", "logger", "default_root_dir"})
+    logger: Any = False
+    if run.run_id is not None:
+        from dlrun.tracking.logger import RunLogger
+
+        logger = RunLogger(run.tracking_uri, run.run_id)
+    interactive = sys.stdout.isatty()
+    if interactive:
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    else:
+        callbacks.append(EpochLine())
+    try:
+        return pl.Trainer(
+            **kwargs,
+            callbacks=callbacks,
+            logger=logger,
+            default_root_dir=str(job.output_dir),
+            enable_progress_bar=interactive,
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # dlrun's samplers shard batches across ranks themselves
+        )
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"trainer: {' '.join(str(err).split())}") from err
+
+
+def example_batch(datamodule: Any) -> Any:
+    """One real training batch, as the model sees it (after the data module's transfer hook)."""
+    batch = next(iter(datamodule.train_dataloader()))
+    return datamodule.on_after_batch_transfer(batch, 0)
+
+
+def model_summary(module: Any, batch: Any) -> str:
+    """Every layer with its input/output shapes for a real batch, and parameter counts."""
+    from pytorch_lightning.utilities.model_summary import ModelSummary
+
+    module.example_input_array = module.example_input(batch)
+    try:
+        return str(ModelSummary(module, max_depth=-1))
+    finally:
+        # Lightning would push this raw input through the data module's batch hooks again during fit.
+        module.example_input_array = None
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, then test the best checkpoint; record everything in one MLflow run; return ``optimized_metric``."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from dlrun.training.callbacks import EmbedConfig, FiniteLoss, Throughput
+
+    job = current_job(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if is_rank_zero():
+        print_config(cfg)
+    with tracked_run(run_spec(cfg, job)) as run:
+        run.log_params(flatten(config))
+        run.log_yaml(config, "config.yaml")
+        run.log_yaml(job.overrides, "overrides.yaml")
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+        datamodule = build(cfg.data, "data")
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        module = build_module(cfg, datamodule)
+        summary = model_summary(module, example_batch(datamodule))
+        run.log_text(summary, "model_summary.txt")
+        if is_rank_zero():
+            print(summary)
+
+        monitor, mode = cfg.objective.monitor, cfg.objective.mode
+        checkpoint = ModelCheckpoint(
+            dirpath=job.output_dir / "checkpoints",
+            filename="epoch{epoch:03d}",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=cfg.checkpoint.save_top_k,
+            save_last=cfg.checkpoint.save_last,
+            auto_insert_metric_name=False,
+        )
+        callbacks = [checkpoint, Throughput(), FiniteLoss(), EmbedConfig(config)]
+        if cfg.early_stopping.patience:
+            callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping.patience))
+        trainer = build_trainer(cfg, job, run, callbacks)
+
+        trainer.fit(module, datamodule=datamodule)
+        best = checkpoint.best_model_path or None
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        if best:
+            run.log_artifact(best, "checkpoints")
+        for name, value in getattr(module, "run_tags", dict)().items():
+            run.set_tags({name: value})
+        return _metric(trainer, cfg.optimized_metric)
+
+
+def _metric(trainer: Any, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return float(value) if value is not None else None
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train}
+
+
+def run_task(cfg: DictConfig) -> Any:
+    """Dispatch on ``cfg.task``."""
+    check_choice(cfg.task, TASKS, "task")
+    return TASKS[cfg.task](cfg)

@@ -1,0 +1,1 @@
+"""Bookkeeping: MLflow stores, run lifecycle, params, tags and artifacts."""

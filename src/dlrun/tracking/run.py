@@ -1,0 +1,144 @@
+"""One MLflow run per job: start, params, tags, artifacts, and a status that matches what happened."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlrun.errors import RunInterrupted
+from dlrun.tracking.store import check_server, get_or_create_experiment, resolve_uri
+
+MAX_PARAM_LENGTH = 6000  # MLflow 3's limit for a param value
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"model": {"hidden_sizes": [512]}}`` -> ``{"model.hidden_sizes": "[512]"}``."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+@dataclass
+class TrackedRun:
+    """An open MLflow run, written through an explicit client (no global MLflow state)."""
+
+    client: Any
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    status: str = field(default="RUNNING")
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Log params in MLflow's batches of at most 100."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags at once."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log metrics outside Lightning (e.g. for eval runs)."""
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, float(value), step=step)
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        """Upload one file (or a folder's files) under ``artifact_path``."""
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        """Store ``text`` as the artifact file ``name`` (may contain folders)."""
+        self.client.log_text(self.run_id, text, name)
+
+    def log_yaml(self, data: Any, name: str) -> None:
+        """Store ``data`` as a YAML artifact."""
+        self.log_text(yaml.safe_dump(data, sort_keys=False), name)
+
+    def terminate(self, status: str) -> None:
+        """Close the run with FINISHED, FAILED or KILLED."""
+        self.status = status
+        self.client.set_terminated(self.run_id, status)
+
+
+class NullRun:
+    """Stands in for a run when tracking is off or on non-zero DDP ranks: every call does nothing."""
+
+    run_id = None
+    experiment_id = None
+    tracking_uri = None
+    status = "RUNNING"
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+@dataclass
+class RunSpec:
+    """What the job tells the store about a new (or resumed) run."""
+
+    uri: str | None
+    experiment: str
+    run_name: str
+    tags: dict[str, str]
+    cwd: Path
+    resume_run_id: str | None = None
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns the run (Lightning sets these for DDP workers it launches)."""
+    return all(int(os.environ.get(var, "0")) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+@contextmanager
+def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
+    """Open a run; on exit mark it FINISHED, FAILED (with the error as tag ``dlrun.error``) or KILLED."""
+    if spec is None or not is_rank_zero():
+        yield NullRun()
+        return
+    from mlflow.tracking import MlflowClient
+
+    uri, artifact_root = resolve_uri(spec.uri, spec.cwd)
+    check_server(uri)
+    client = MlflowClient(tracking_uri=uri)
+    if spec.resume_run_id:
+        info = client.get_run(spec.resume_run_id).info
+        client.update_run(info.run_id, status="RUNNING")
+        run = TrackedRun(client, info.run_id, info.experiment_id, uri)
+    else:
+        experiment_id = get_or_create_experiment(client, spec.experiment, artifact_root)
+        created = client.create_run(experiment_id, run_name=spec.run_name, tags=spec.tags)
+        run = TrackedRun(client, created.info.run_id, experiment_id, uri)
+    try:
+        yield run
+    except (KeyboardInterrupt, RunInterrupted):
+        run.terminate("KILLED")
+        raise
+    except BaseException as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        try:
+            run.set_tags({"dlrun.error": f"{type(err).__name__}: {message}"[:5000]})
+        finally:
+            run.terminate("FAILED")
+        raise
+    else:
+        run.terminate("FINISHED")

@@ -1,0 +1,60 @@
+"""Where runs are kept: resolving the tracking URI, artifact root and experiment."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from dlrun.errors import ConfigError, UserError
+
+
+def resolve_uri(uri: str | None, cwd: Path) -> tuple[str, str | None]:
+    """Return an absolute tracking URI and the artifact root for new experiments (None: the server's)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cwd / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_absolute():
+            path = cwd / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}", (path.parent / "mlartifacts").as_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return uri.rstrip("/"), None
+    raise ConfigError(
+        f"tracking.uri: {uri!r} is not supported; use sqlite:///ABS/PATH.db or http(s)://HOST:PORT "
+        "(MLflow 3 refuses the old ./mlruns file store)"
+    )
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when an http(s) tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise UserError(f"tracking.uri: MLflow server at {uri} answered HTTP {response.status} on /health")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"tracking.uri: cannot reach MLflow server at {uri} ({reason})") from err
+
+
+def get_or_create_experiment(client: "MlflowClient", name: str, artifact_root: str | None) -> str:  # noqa: F821
+    """Experiment id for ``name``, created (with ``artifact_root/<name>``) if new; safe under concurrent jobs."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = f"{artifact_root}/{name}" if artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another job created it between our lookup and our create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

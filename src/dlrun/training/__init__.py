@@ -1,0 +1,1 @@
+"""Training: LightningModules that wrap plain networks, losses, metrics and callbacks."""

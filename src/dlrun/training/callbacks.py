@@ -1,0 +1,120 @@
+"""Lightning callbacks of dlrun: throughput, finite-loss guard, config in checkpoints, epoch lines."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from dlrun.errors import TrainingError
+
+
+class Throughput(pl.Callback):
+    """Log ``train/<unit>_per_s`` per epoch, timed over the training steps only (not validation)."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._end = 0.0
+        self._validations: list[tuple[float, float]] = []
+        self._units: Any = 0
+        self._val_start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start, self._end, self._validations, self._units = None, 0.0, [], 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Counts may be device tensors (tokens); summing them keeps the hot path free of host syncs.
+        self._units = self._units + pl_module.count_units(batch)
+        self._end = time.perf_counter()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._start is not None and not trainer.sanity_checking:
+            self._validations.append((self._val_start, time.perf_counter()))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._start is None:
+            return
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        # Mid-epoch validation (val_check_interval < 1) falls inside the timed window: take it out.
+        inside = sum(end - start for start, end in self._validations if end <= self._end)
+        elapsed = self._end - self._start - inside
+        units = float(self._units)
+        if elapsed > 0 and units > 0:
+            name = f"train/{getattr(pl_module, 'throughput_unit', 'samples')}_per_s"
+            pl_module.log(name, units * trainer.world_size / elapsed, on_epoch=True, rank_zero_only=True)
+
+
+class FiniteLoss(pl.Callback):
+    """Stop with a clear error when the training loss becomes NaN or infinite.
+
+    The check syncs with the device only every ``every_n_steps`` steps, so it costs nothing on the hot path.
+    """
+
+    def __init__(self, every_n_steps: int = 25) -> None:
+        self.every_n_steps = every_n_steps
+        self._bad: torch.Tensor | None = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        bad = ~torch.isfinite(loss.detach())
+        self._bad = bad if self._bad is None else self._bad | bad
+        if (batch_idx + 1) % self.every_n_steps == 0:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: pl.Trainer) -> None:
+        """Raise TrainingError if any loss since the last check was not finite."""
+        if self._bad is not None and bool(self._bad):
+            self._bad = None
+            raise TrainingError(
+                f"train/loss became NaN or infinite in epoch {trainer.current_epoch} (by step {trainer.global_step}); "
+                "lower optimizer.lr or set trainer.gradient_clip_val"
+            )
+        self._bad = None
+
+
+class EmbedConfig(pl.Callback):
+    """Store the resolved run config in every checkpoint as plain data (``checkpoint['dlrun']``)."""
+
+    def __init__(self, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.extra = extra or {}
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dlrun"] = {"config": self.config, **self.extra}
+
+
+class EpochLine(pl.Callback):
+    """One line of metrics per epoch, for terminals without a progress bar (CI logs, ``nohup``)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k.removesuffix("_epoch"): float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+        text = "  ".join(f"{k} {_fmt(v)}" for k, v in sorted(metrics.items()) if not k.endswith("_step"))
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {text}", flush=True)
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"

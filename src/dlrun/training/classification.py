@@ -1,0 +1,88 @@
+"""LightningModule for classifiers: cross-entropy, accuracy, optimizer wiring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+
+
+class ClassificationModule(pl.LightningModule):
+    """Train any ``(batch, ...) -> (batch, num_classes)`` network with (weighted, smoothed) cross-entropy."""
+
+    throughput_unit = "samples"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        monitor: str = "val/acc",
+        mode: Literal["min", "max"] = "max",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: must be in [0, 1), got {label_smoothing}")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights: need {num_classes} weights, got {len(class_weights)}")
+        # Only plain data goes into the checkpoint's hyper_parameters (loadable with weights_only=True).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)``."""
+        return self.net(x)
+
+    def example_input(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The network's input part of a batch (for shape summaries)."""
+        return batch[0]
+
+    def count_units(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        """Samples in a batch, for throughput."""
+        return len(batch[1])
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy of one batch."""
+        x, y = batch
+        loss = self.loss_fn(self.net(x), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.log(f"{stage}/loss", self.loss_fn(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
+        accuracy.update(logits, y)
+        self.log(f"{stage}/acc", accuracy, on_epoch=True, batch_size=len(y))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Loss and accuracy on validation data."""
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Loss and accuracy on test data."""
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities ``(batch, num_classes)``."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.net(x).softmax(dim=-1)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Optimizer (and schedule) from the config's factories."""
+        return configure_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, self.hparams.monitor)
