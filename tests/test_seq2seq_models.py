@@ -174,7 +174,9 @@ def test_search_output_format() -> None:
         assert torch.all(attention[i, :, src_lengths[i] :] == 0)
 
 
-def sequence_log_prob(model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, seqs: list[list[int]]) -> torch.Tensor:
+def sequence_log_prob(
+    model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, seqs: list[list[int]]
+) -> torch.Tensor:
     """Log-probability of each token sequence (no <bos>) given one source sentence (1, src_len)."""
     width = max(len(s) for s in seqs)
     tgt = torch.full((len(seqs), width + 1), PAD)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import pytest
 import pytorch_lightning as pl
@@ -12,6 +11,8 @@ import sacrebleu
 import torch
 from torch.utils.data import DataLoader
 
+from dlrun.data.text_batching import TextBatch
+from dlrun.data.vocab import Vocabulary
 from dlrun.models.seq2seq import Seq2Seq
 from dlrun.training.losses import masked_cross_entropy
 from dlrun.training.translation import TranslationModule
@@ -20,40 +21,25 @@ PAD, BOS, EOS = 0, 2, 3
 WORDS = ["<pad>", "<unk>", "<bos>", "<eos>"] + [f"W{i}" for i in range(10)]
 
 
-@dataclass
-class TextBatch:
-    """Same fields as the data module's batch."""
-
-    src: torch.Tensor
-    src_lengths: torch.Tensor
-    tgt: torch.Tensor
-    ids: torch.Tensor
-
-
-class Vocab:
-    """Minimal vocabulary: decode stops at <eos>."""
-
-    def decode(self, ids: list[int]) -> list[str]:
-        out = []
-        for i in ids:
-            if i == EOS:
-                break
-            out.append(WORDS[i])
-        return out
-
-
 class CopyData(pl.LightningDataModule):
-    """Copy task over 10 words; references are the raw lower-case text (BLEU lowercases)."""
+    """Copy task over 10 words, batched like the text data module (src ends in <eos>).
+
+    References are lower-case, hypotheses upper-case: BLEU must lowercase to match them.
+    """
 
     def __init__(self, n_train: int = 24, n_val: int = 10, batch_size: int = 4) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(0)
+
+        def sentence() -> list[int]:
+            length = int(torch.randint(2, 6, (1,), generator=g))
+            return torch.randint(4, 14, (length,), generator=g).tolist()
+
         self.splits = {
-            name: [torch.randint(4, 14, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
-            for name, n in (("train", n_train), ("val", n_val), ("test", n_val))
+            name: [sentence() for _ in range(n)] for name, n in (("train", n_train), ("val", n_val), ("test", n_val))
         }
         self.batch_size = batch_size
-        self.src_vocab = self.tgt_vocab = Vocab()
+        self.src_vocab = self.tgt_vocab = Vocabulary(WORDS)
 
     def references(self, split: str) -> list[str]:
         return [" ".join(WORDS[i] for i in s).lower() for s in self.splits[split]]
@@ -63,12 +49,12 @@ class CopyData(pl.LightningDataModule):
 
     def _collate(self, items: list[tuple[int, list[int]]]) -> TextBatch:
         n, width = len(items), max(len(s) for _, s in items)
-        src = torch.full((n, width), PAD)
+        src = torch.full((n, width + 1), PAD)
         tgt = torch.full((n, width + 2), PAD)
         for k, (_, s) in enumerate(items):
-            src[k, : len(s)] = torch.tensor(s)
+            src[k, : len(s) + 1] = torch.tensor([*s, EOS])
             tgt[k, : len(s) + 2] = torch.tensor([BOS, *s, EOS])
-        lengths = torch.tensor([len(s) for _, s in items])
+        lengths = torch.tensor([len(s) + 1 for _, s in items])
         return TextBatch(src, lengths, tgt, torch.tensor([i for i, _ in items]))
 
     def _loader(self, split: str) -> DataLoader:
@@ -127,7 +113,7 @@ def manual_eval(module: TranslationModule, data: CopyData, split: str) -> dict[s
             log_p = torch.log_softmax(logits, -1).gather(2, target.unsqueeze(2)).squeeze(2)
             nll_sum -= float((log_p * (target != PAD)).sum())
             tokens = module.translate(batch.src, batch.src_lengths, method)
-            hypotheses += [" ".join(Vocab().decode(row)) for row in tokens.tolist()]
+            hypotheses += [" ".join(data.tgt_vocab.decode(row)) for row in tokens.tolist()]
     bleu = sacrebleu.corpus_bleu(hypotheses, [data.references(split)], lowercase=True).score
     return {"loss": loss_sum / n_tokens, "ppl": math.exp(nll_sum / n_tokens), "bleu": bleu}
 
@@ -165,9 +151,10 @@ def test_samples_hold_the_first_val_ids_with_aligned_attention(fitted) -> None:
         attention = torch.as_tensor(sample["attention"])
         assert attention.shape == (len(sample["hypothesis_tokens"]), len(sample["source_tokens"]))
         torch.testing.assert_close(attention.sum(-1), torch.ones(attention.size(0)))
-        assert sample["source_tokens"] == [WORDS[i] for i in data.splits["val"][sample["id"]]]
+        assert sample["source_tokens"] == [WORDS[i] for i in data.splits["val"][sample["id"]]] + ["<eos>"]
         assert sample["reference"] == references[sample["id"]]
-        assert sample["hypothesis"] == " ".join(t for t in sample["hypothesis_tokens"] if t != "<eos>")
+        words = [t for t in sample["hypothesis_tokens"] if t not in ("<eos>", "<pad>", "<bos>")]
+        assert sample["hypothesis"] == " ".join(words)
 
 
 def test_test_split_uses_beam_search_and_logs_test_metrics(fitted) -> None:

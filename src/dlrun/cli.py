@@ -20,10 +20,18 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise RunInterrupted(signum)
 
 
+# A job's failure, kept here instead of raised inside Hydra (whose job runner would add its own report).
+_failures: list[BaseException] = []
+
+
 def _task(cfg: Any) -> Any:
     from dlrun.tasks import run_task
 
-    return run_task(cfg)
+    try:
+        return run_task(cfg)
+    except BaseException as err:  # noqa: BLE001 - re-raised by main() once Hydra is done
+        _failures.append(err)
+        return None
 
 
 def main() -> None:
@@ -41,6 +49,8 @@ def main() -> None:
         signal.signal(signum, _raise_interrupt)
     try:
         entry()
+        if _failures:
+            raise _failures[0]
     except SystemExit:
         raise
     except BaseException as err:  # noqa: BLE001 - every failure gets one line and a code

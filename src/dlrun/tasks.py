@@ -5,7 +5,9 @@ Read ``train`` top to bottom for the whole story of a run.
 
 from __future__ import annotations
 
+import logging
 import subprocess
+import warnings
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +17,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import dlrun
-from dlrun.config.build import build
+from dlrun.config.build import build, check_node
 from dlrun.config.validate import check_call, check_choice
 from dlrun.console import print_config
 from dlrun.errors import ConfigError
 from dlrun.tracking.run import RunSpec, flatten, is_rank_zero, tracked_run
+
+# Lightning's start-up chatter (hardware lines, ads) and a torch-internal deprecation say nothing about the run.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 @dataclass
@@ -101,14 +108,35 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     return build(cfg.objective, "objective", net=net, optimizer=optimizer, scheduler=scheduler, **dims)
 
 
+TRAINER_OWNED = {"callbacks", "logger", "default_root_dir", "enable_progress_bar", "enable_model_summary"}
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.trainer`` without nulls (nulls keep Lightning's defaults), checked against ``Trainer``."""
+    import pytorch_lightning as pl
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
+    check_call(pl.Trainer, kwargs, "trainer", provided=TRAINER_OWNED)
+    return kwargs
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast, before any data is read, on unknown keys and mistyped values in every group."""
+    check_choice(cfg.task, TASKS, "task")
+    for key in ("data", "model", "objective", "optimizer"):
+        check_node(cfg[key], key)
+    if cfg.scheduler.get("_target_"):
+        check_node(cfg.scheduler, "scheduler")
+    trainer_kwargs(cfg)
+
+
 def build_trainer(cfg: DictConfig, job: Job, run: Any, callbacks: list[Any]) -> Any:
-    """A Lightning Trainer from ``cfg.trainer`` (null values keep Lightning's defaults)."""
+    """A Lightning Trainer from ``cfg.trainer`` plus dlrun's callbacks and MLflow logger."""
     import pytorch_lightning as pl
 
     from dlrun.training.callbacks import EpochLine
 
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
-    check_call(pl.Trainer, kwargs, "trainer", provided={"callbacks", "logger", "default_root_dir"})
+    kwargs = trainer_kwargs(cfg)
     logger: Any = False
     if run.run_id is not None:
         from dlrun.tracking.logger import RunLogger
@@ -168,6 +196,7 @@ def train(cfg: DictConfig) -> float | None:
         run.log_params(flatten(config))
         run.log_yaml(config, "config.yaml")
         run.log_yaml(job.overrides, "overrides.yaml")
+        check_config(cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
         datamodule = build(cfg.data, "data")

@@ -31,6 +31,15 @@ def accepted_kwargs(target: Any, provided: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in provided.items() if k in params}
 
 
+def check_node(node: DictConfig, key: str, provided: Collection[str] = ()) -> Any:
+    """Check a ``_target_`` node's keys and value types against its target; return the target."""
+    if "_target_" not in node:
+        raise ConfigError(f"{key}: needs a _target_ (the class or function to build)")
+    target = locate(node._target_, key)
+    check_call(target, OmegaConf.to_container(node, resolve=True), key, provided=provided)
+    return target
+
+
 def build(node: DictConfig, key: str, deferred: Collection[str] = (), **provided: Any) -> Any:
     """Validate ``node`` against its target's signature, then instantiate it with ``provided`` extras.
 
@@ -39,11 +48,9 @@ def build(node: DictConfig, key: str, deferred: Collection[str] = (), **provided
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    if "_target_" not in node:
-        raise ConfigError(f"{key}: needs a _target_ (the class or function to build)")
-    target = locate(node._target_, key)
-    extras = accepted_kwargs(target, provided)
-    check_call(target, OmegaConf.to_container(node, resolve=True), key, provided={*extras, *deferred})
+    target = locate(node._target_, key) if "_target_" in node else None
+    extras = accepted_kwargs(target, provided) if target is not None else {}
+    check_node(node, key, provided={*extras, *deferred})
     try:
         return instantiate(node, **extras)
     except InstantiationException as err:

@@ -22,8 +22,8 @@ class TranslationModule(pl.LightningModule):
 
     Batches carry ``src (batch, src_len)``, ``src_lengths (batch,)``, ``tgt (batch, tgt_len)``
     (``<bos> w... <eos>`` then padding) and ``ids (batch,)`` (indices into the split). The
-    datamodule supplies ``references(split)``, ``tgt_vocab.decode``, ``src_vocab.decode``
-    and ``detokenize`` for BLEU and samples.
+    datamodule supplies ``references(split)``, ``detokenize``, ``tgt_vocab`` and ``src_vocab``
+    (``decode``, and ``itos`` for sample labels) for BLEU and samples.
     """
 
     throughput_unit = "tokens"
@@ -141,7 +141,9 @@ class TranslationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimizer (and schedule) from the config's factories; plateau schedules watch val/loss."""
-        return configure_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/loss")
+        return configure_optimizers(
+            self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/loss"
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -205,16 +207,20 @@ class TranslationModule(pl.LightningModule):
 
     def _finish_eval(self, split: str, keep_samples: bool) -> None:
         """Log split-level loss, perplexity and BLEU from the accumulated sums and hypotheses."""
-        if not self._eval or not self._eval["hyps"]:
+        if not self._eval:
             return
+        # Every rank takes part in the collectives, even one that saw no batch.
         loss = self._reduce_sum(self._eval["loss"])
         nll = self._reduce_sum(self._eval["nll"])
-        n_tokens = self._reduce_sum(self._eval["tokens"]).clamp(min=1)
-        self.log(f"{split}/loss", (loss / n_tokens).float())
-        self.log(f"{split}/ppl", torch.exp(nll / n_tokens).float())
+        n_tokens = self._reduce_sum(self._eval["tokens"])
+        hyps = dict(_gather(self._eval["hyps"]))  # id -> tokens; dict drops DDP's repeated ids
+        samples = {sample["id"]: sample for sample in _gather(self._eval["samples"])} if keep_samples else {}
+        if not hyps:
+            return
+        self.log(f"{split}/loss", loss / n_tokens)
+        self.log(f"{split}/ppl", torch.exp(nll / n_tokens))
 
         dm = self._datamodule()
-        hyps = dict(_gather(self._eval["hyps"]))  # id -> tokens; dict drops DDP's repeated ids
         ids = sorted(hyps)
         references = dm.references(split)
         hypotheses = [dm.detokenize(dm.tgt_vocab.decode(hyps[i])) for i in ids]
@@ -224,19 +230,16 @@ class TranslationModule(pl.LightningModule):
         self.log(f"{split}/bleu", torch.tensor(score.score, dtype=torch.float32, device=self.device))
 
         if keep_samples:
-            samples = {sample["id"]: sample for sample in _gather(self._eval["samples"])}
             self.samples = [self._describe(samples[i], dm, references) for i in sorted(samples)]
 
     def _describe(self, sample: dict[str, Any], dm: Any, references: list[str]) -> dict[str, Any]:
         """Turn a raw sample (ids, attention) into tokens and text for plots."""
-        source = _with_eos(dm.src_vocab.decode(sample["src_ids"]), len(sample["src_ids"]))
-        hyp_tokens = dm.tgt_vocab.decode(sample["hyp_ids"])
         return {
             "id": sample["id"],
-            "source_tokens": source,
-            "hypothesis_tokens": _with_eos(hyp_tokens, len(sample["hyp_ids"])),
+            "source_tokens": _labels(dm.src_vocab, sample["src_ids"]),
+            "hypothesis_tokens": _labels(dm.tgt_vocab, sample["hyp_ids"]),
             "attention": sample["attention"],
-            "hypothesis": dm.detokenize(hyp_tokens),
+            "hypothesis": dm.detokenize(dm.tgt_vocab.decode(sample["hyp_ids"])),
             "reference": references[sample["id"]],
         }
 
@@ -252,9 +255,14 @@ class TranslationModule(pl.LightningModule):
         return dm
 
 
-def _with_eos(tokens: list[str], n: int, eos: str = "<eos>") -> list[str]:
-    """Pad decoded tokens (cut at <eos>) back to n labels, one per attention row/column."""
-    return list(tokens[:n]) + [eos] * (n - len(tokens))
+def _labels(vocab: Any, ids: list[int]) -> list[str]:
+    """One token per id, specials included, so labels line up with attention rows/columns."""
+    itos = getattr(vocab, "itos", None)
+    if itos is not None:
+        return [itos[i] for i in ids]
+    # Without an id->token table, decode (which stops at <eos>) and label the rest <eos>.
+    tokens = list(vocab.decode(ids))[: len(ids)]
+    return tokens + ["<eos>"] * (len(ids) - len(tokens))
 
 
 def _gather(items: list[Any]) -> list[Any]:

@@ -1,0 +1,1 @@
+"""Generating inputs: datasets, readers and batch samplers (no knowledge of models)."""

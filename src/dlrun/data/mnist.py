@@ -1,0 +1,157 @@
+"""MNIST held in memory as uint8 tensors, batched by index and normalized per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from dlrun.data.download import download, verify_md5
+from dlrun.data.errors import DataError
+from dlrun.data.idx import read_idx
+from dlrun.data.samplers import RandomBatchSampler
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+# file name -> (md5 published with the dataset, IDX magic number)
+FILES = {
+    "train-images-idx3-ubyte.gz": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", 2051),
+    "train-labels-idx1-ubyte.gz": ("d53e105ee54ea40749a09fcbcd1e9432", 2049),
+    "t10k-images-idx3-ubyte.gz": ("9fb629c4189551a2d022fa330f9573f3", 2051),
+    "t10k-labels-idx1-ubyte.gz": ("ec29112dd5afa0611ce80d1b7f02629c", 2049),
+}
+MEAN, STD = 0.1307, 0.3081
+
+
+class TensorBatches(torch.utils.data.Dataset):
+    """Index a whole batch at once: ``dataset[list_of_indices] -> (images, labels)``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``(batch, 28, 28)`` uint8 and labels ``(batch,)`` int64."""
+        index_tensor = torch.as_tensor(index)
+        return self.images[index_tensor], self.labels[index_tensor]
+
+
+def load_split(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read ``prefix`` (``train`` or ``t10k``) images and labels, checking that they pair up."""
+    images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = folder / f"{prefix}-labels-idx1-ubyte.gz"
+    for path in (images_path, labels_path):
+        verify_md5(path, FILES[path.name][0])
+    images = read_idx(images_path, expected_magic=2051)
+    labels = read_idx(labels_path, expected_magic=2049)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{images_path}: expected images (n, 28, 28) and labels (n,), got {list(images.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
+    return images, labels.long()
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST: 60k training images split into train/val (seeded), the official 10k as test."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        eval_batch_size: int = 1000,
+        download: bool = True,
+        pin_memory: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        if eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size: must be >= 1, got {eval_batch_size}")
+        if not 0 < val_size < 60000:
+            raise ValueError(f"val_size: must be between 1 and 59999, got {val_size}")
+        self.folder = Path(data_dir) / "mnist"
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.eval_batch_size = eval_batch_size
+        self.allow_download = download
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.splits: dict[str, TensorBatches] = {}
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        """What a network needs to know about the inputs and targets."""
+        return {"input_shape": [1, 28, 28], "num_classes": 10}
+
+    def prepare_data(self) -> None:
+        """Download missing files (rank 0 only); offline, say exactly what to put where."""
+        missing = [name for name in FILES if not (self.folder / name).is_file()]
+        if not missing:
+            return
+        if not self.allow_download:
+            raise DataError(f"{self.folder}: missing {', '.join(missing)} (download is off)")
+        try:
+            for name in missing:
+                download(name, FILES[name][0], MIRRORS, self.folder)
+        except DataError as err:
+            raise DataError(
+                f"{self.folder}: MNIST files missing and download failed (offline?); put {', '.join(missing)} "
+                "there, or set DLRUN_DATA_DIR (paths.data_dir) to a folder whose mnist/ holds them"
+            ) from err
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load all splits into memory once."""
+        if self.splits:
+            return
+        images, labels = load_split(self.folder, "train")
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        self.splits["train"] = TensorBatches(images[train_idx], labels[train_idx])
+        self.splits["val"] = TensorBatches(images[val_idx], labels[val_idx])
+        self.splits["test"] = TensorBatches(*load_split(self.folder, "t10k"))
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = RandomBatchSampler(
+            len(dataset), batch_size, shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank
+        )
+        # batch_size=None: the sampler yields whole index lists and the dataset slices tensors at once.
+        return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of the training split."""
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Batches of the validation split, in order."""
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Batches of the official test set, in order."""
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test set, in order, for predictions."""
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalize on the device: uint8 ``(batch, 28, 28)`` -> float ``(batch, 1, 28, 28)``."""
+        images, labels = batch
+        return normalize(images), labels
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``(batch, 28, 28)`` -> standardized float ``(batch, 1, 28, 28)``."""
+    return images.unsqueeze(1).float().sub_(MEAN * 255).div_(STD * 255)

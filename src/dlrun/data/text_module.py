@@ -1,0 +1,257 @@
+"""LightningDataModule for any pair of sentence-aligned text files (e.g. Multi30k de->en)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from dlrun.data.errors import DataError
+from dlrun.data.text import read_parallel
+from dlrun.data.text_batching import BATCHING_MODES, OrderedBatchSampler, Ragged, TextDataset, make_batch_sampler
+from dlrun.data.tokenizer import detokenize, tokenize
+from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
+
+SPLITS = ("train", "val", "test")
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Sentence pairs from six files (train/val/test x source/target), tokenized, encoded and batched.
+
+    Vocabularies come from the training split only. ``batching`` picks how training batches are
+    formed (see ``dlrun.data.text_batching``); ``num_buckets`` sets the number of equal-count length
+    buckets of ``bucket``; ``max_tokens`` caps ``tokens`` batches (``batch_size`` does not apply there).
+    Validation and test batches hold ``batch_size`` pairs in file order. ``max_len`` (words) drops
+    longer training pairs and is the fixed width of ``padded``. ``max_size`` counts non-special tokens.
+    """
+
+    def __init__(
+        self,
+        train_src: str,
+        train_tgt: str,
+        val_src: str,
+        val_tgt: str,
+        test_src: str,
+        test_tgt: str,
+        batch_size: int = 128,
+        batching: Literal["padded", "dynamic", "bucket", "tokens"] = "bucket",
+        max_tokens: int = 4096,
+        max_len: int = 50,
+        min_freq: int = 2,
+        max_size: int | None = None,
+        lowercase: bool = True,
+        num_buckets: int = 10,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, value, least in (
+            ("batch_size", batch_size, 1),
+            ("max_tokens", max_tokens, 1),
+            ("max_len", max_len, 1),
+            ("min_freq", min_freq, 1),
+            ("num_buckets", num_buckets, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if value < least:
+                raise ValueError(f"{key}: must be >= {least}, got {value}")
+        if max_size is not None and max_size < 0:
+            raise ValueError(f"max_size: must be >= 0 or null, got {max_size}")
+        if batching not in BATCHING_MODES:
+            raise ValueError(f"batching: must be one of {', '.join(BATCHING_MODES)}, got {batching!r}")
+        if batching == "tokens" and max_tokens < max_len + 2:
+            raise ValueError(
+                f"max_tokens: must hold one pair of max_len={max_len} words + 2 specials, got {max_tokens}"
+            )
+        # No save_hyperparameters(): Lightning merges datamodule and model hparams and fails when a
+        # shared key (seed, max_len) differs; the resolved config is recorded by dlrun's tracking instead.
+        self.paths = {"train": (train_src, train_tgt), "val": (val_src, val_tgt), "test": (test_src, test_tgt)}
+        self.batch_size = batch_size
+        self.batching = batching
+        self.max_tokens = max_tokens
+        self.max_len = max_len
+        self.min_freq = min_freq
+        self.max_size = max_size
+        self.lowercase = lowercase
+        self.num_buckets = num_buckets
+        self.num_workers = num_workers
+        self.seed = seed
+        self.src_vocab: Vocabulary | None = None
+        self.tgt_vocab: Vocabulary | None = None
+        self.dropped: dict[str, int] = {}  # split -> pairs with an empty side
+        self.filtered: dict[str, int] = {}  # split -> pairs longer than max_len (training split only)
+        self._lines: dict[str, tuple[list[str], list[str]]] = {}
+        self._datasets: dict[str, TextDataset] = {}
+
+    # ------------------------------------------------------------------ reading and encoding
+    def _load(self, split: str) -> TextDataset:
+        """Read, tokenize and encode ``split`` once; the training split also builds missing vocabularies."""
+        if split not in SPLITS:
+            raise ValueError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
+        if split in self._datasets:
+            return self._datasets[split]
+        if self.src_vocab is None and split != "train":
+            self._load("train")
+        src_tokens, tgt_tokens = self._tokenized(split)
+        if self.src_vocab is None or self.tgt_vocab is None:
+            self.src_vocab = Vocabulary.build(src_tokens, self.min_freq, self.max_size)
+            self.tgt_vocab = Vocabulary.build(tgt_tokens, self.min_freq, self.max_size)
+        src = Ragged.from_lists([self.src_vocab.encode(tokens) for tokens in src_tokens])
+        tgt = Ragged.from_lists([self.tgt_vocab.encode(tokens) for tokens in tgt_tokens])
+        pad_to = self.max_len if self.batching == "padded" else None
+        self._datasets[split] = TextDataset(src, tgt, pad_to=pad_to)
+        return self._datasets[split]
+
+    def _tokenized(self, split: str) -> tuple[list[list[str]], list[list[str]]]:
+        """Tokens of the kept pairs of ``split``; their raw lines go to ``self._lines`` (read once)."""
+        src_path, tgt_path = self.paths[split]
+        if split in self._lines:
+            sources, targets = self._lines[split]
+        else:
+            sources, targets, self.dropped[split] = read_parallel(src_path, tgt_path)
+        src_tokens = [tokenize(line, self.lowercase) for line in sources]
+        tgt_tokens = [tokenize(line, self.lowercase) for line in targets]
+        if split == "train" and split not in self._lines:
+            limit = self.max_len
+            keep = [i for i, (s, t) in enumerate(zip(src_tokens, tgt_tokens)) if len(s) <= limit and len(t) <= limit]
+            self.filtered[split] = len(sources) - len(keep)
+            sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
+            src_tokens, tgt_tokens = [src_tokens[i] for i in keep], [tgt_tokens[i] for i in keep]
+        self.filtered.setdefault(split, 0)
+        if not sources:
+            raise DataError(
+                f"{src_path}: no usable sentence pairs with {tgt_path} "
+                f"({self.dropped[split]} empty, {self.filtered[split]} longer than max_len={self.max_len})"
+            )
+        self._lines[split] = (sources, targets)
+        return src_tokens, tgt_tokens
+
+    def _vocabs(self) -> tuple[Vocabulary, Vocabulary]:
+        if self.src_vocab is None or self.tgt_vocab is None:
+            self._load("train")
+        assert self.src_vocab is not None and self.tgt_vocab is not None
+        return self.src_vocab, self.tgt_vocab
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits ``stage`` needs (all for ``None``); repeated calls reuse what is loaded."""
+        for split in _STAGE_SPLITS.get(stage or "", SPLITS):
+            self._load(split)
+
+    # ------------------------------------------------------------------ what the rest of dlrun reads
+    @property
+    def dims(self) -> dict[str, int]:
+        """Keyword arguments for a seq2seq model: vocabulary sizes and special ids."""
+        src_vocab, tgt_vocab = self._vocabs()
+        return {
+            "src_vocab_size": len(src_vocab),
+            "tgt_vocab_size": len(tgt_vocab),
+            "pad_index": PAD_INDEX,
+            "bos_index": BOS_INDEX,
+            "eos_index": EOS_INDEX,
+        }
+
+    def dataset(self, split: str) -> TextDataset:
+        """The encoded pairs of ``split`` (``train``, ``val`` or ``test``)."""
+        return self._load(split)
+
+    def references(self, split: str) -> list[str]:
+        """Target lines of ``split`` as read (stripped), aligned with the batches' ``ids``."""
+        self._load(split)
+        return self._lines[split][1]
+
+    def sources(self, split: str) -> list[str]:
+        """Source lines of ``split`` as read (stripped), aligned with the batches' ``ids``."""
+        self._load(split)
+        return self._lines[split][0]
+
+    def detokenize(self, tokens: list[str]) -> str:
+        """Tokens (e.g. ``tgt_vocab.decode(ids)``) -> a sentence with natural punctuation spacing."""
+        return detokenize(tokens)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Vocabularies as plain lists (empty before they exist), saved into Lightning checkpoints."""
+        if self.src_vocab is None or self.tgt_vocab is None:
+            return {}
+        return {"src_vocab": self.src_vocab.to_list(), "tgt_vocab": self.tgt_vocab.to_list()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Use the vocabularies of a checkpoint instead of building them (re-encoding loaded splits if they differ)."""
+        if not state_dict:
+            return
+        src_vocab = Vocabulary.from_list(state_dict["src_vocab"])
+        tgt_vocab = Vocabulary.from_list(state_dict["tgt_vocab"])
+        if src_vocab != self.src_vocab or tgt_vocab != self.tgt_vocab:
+            self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+            self._datasets.clear()  # encoded with other ids; raw lines stay cached
+
+    def save_vocab(self, directory: str | Path) -> list[Path]:
+        """Write ``src_vocab.txt`` and ``tgt_vocab.txt`` (one token per line) into ``directory``."""
+        src_vocab, tgt_vocab = self._vocabs()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        return [src_vocab.save(directory / "src_vocab.txt"), tgt_vocab.save(directory / "tgt_vocab.txt")]
+
+    def pad_fraction(self, split: str = "train", epoch: int = 0) -> float:
+        """Padding / all tokens (source and target) over the batches of one epoch, from lengths alone."""
+        dataset = self._load(split)
+        sampler = self._sampler(split, dataset)
+        sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        src_len, tgt_len = dataset.src.lengths + 1, dataset.tgt.lengths + 2
+        floor = dataset.pad_to or 0
+        padded = real = 0
+        for ids in sampler:
+            index = torch.as_tensor(ids)
+            s, t = src_len[index], tgt_len[index]
+            padded += len(ids) * (max(int(s.max()), floor + 1) + max(int(t.max()), floor + 2))
+            real += int(s.sum()) + int(t.sum())
+        return 1 - real / padded if padded else 0.0
+
+    # ------------------------------------------------------------------ dataloaders
+    def _sampler(self, split: str, dataset: TextDataset) -> Sampler[list[int]]:
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if split != "train":
+            return OrderedBatchSampler(len(dataset), self.batch_size, world, rank)
+        return make_batch_sampler(
+            self.batching,
+            dataset.src.lengths,
+            dataset.tgt.lengths,
+            self.batch_size,
+            max_tokens=self.max_tokens,
+            num_buckets=self.num_buckets,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self._load(split)
+        # batch_size=None: the sampler yields whole id lists and the dataset collates them at once;
+        # it also puts our sampler at ``dataloader.sampler``, where Lightning calls ``set_epoch``.
+        return DataLoader(
+            dataset,
+            sampler=self._sampler(split, dataset),
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches formed by ``batching``, reshuffled every epoch."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches of ``batch_size`` pairs, in file order."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches of ``batch_size`` pairs, in file order."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, in file order (``ids`` index ``sources('test')``)."""
+        return self._loader("test")
