@@ -53,6 +53,8 @@ def main() -> None:
             raise _failures[0]
     except SystemExit:
         raise
+    except BrokenPipeError:  # `dlrun --help | head`: the reader left, nothing to report
+        sys.exit(0)
     except BaseException as err:  # noqa: BLE001 - every failure gets one line and a code
         if show_traceback:
             raise
