@@ -187,6 +187,21 @@ def test_training_memorizes_the_copy_task() -> None:
     assert float(trainer.callback_metrics["train/loss_epoch"]) < 0.3
 
 
+def test_summary_input_and_run_tags(fitted) -> None:
+    from pytorch_lightning.utilities.model_summary import ModelSummary
+
+    module, data, _ = fitted
+    assert module.run_tags() == {"dlrun.bleu_signature": module.bleu_signature}
+    assert make_module().run_tags() == {}
+    module.example_input_array = module.example_input(next(iter(data.train_dataloader())))
+    try:
+        summary = ModelSummary(module, max_depth=-1)
+        assert "decoder.attention" in str(summary)
+        assert summary.total_parameters == sum(p.numel() for p in module.parameters())
+    finally:
+        module.example_input_array = None
+
+
 def test_translate_and_argument_checks() -> None:
     module, data = make_module(), CopyData()
     batch = next(iter(data.val_dataloader()))
@@ -200,3 +215,5 @@ def test_translate_and_argument_checks() -> None:
         make_module(val_decode="sampling")
     with pytest.raises(ValueError, match="label_smoothing"):
         make_module(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="mode"):
+        make_module(mode="up")

@@ -186,6 +186,7 @@ def train(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+    from dlrun.training.attention_plots import TranslationSamples
     from dlrun.training.callbacks import EmbedConfig, FiniteLoss, Throughput
 
     job = current_job(cfg)
@@ -203,6 +204,9 @@ def train(cfg: DictConfig) -> float | None:
         datamodule.prepare_data()
         datamodule.setup("fit")
         module = build_module(cfg, datamodule)
+        if hasattr(datamodule, "save_vocab"):
+            for path in datamodule.save_vocab(job.output_dir / "vocab"):
+                run.log_artifact(path, "vocab")
         summary = model_summary(module, example_batch(datamodule))
         run.log_text(summary, "model_summary.txt")
         if is_rank_zero():
@@ -219,6 +223,8 @@ def train(cfg: DictConfig) -> float | None:
             auto_insert_metric_name=False,
         )
         callbacks = [checkpoint, Throughput(), FiniteLoss(), EmbedConfig(config)]
+        if hasattr(module, "samples"):
+            callbacks.append(TranslationSamples(job.output_dir, publish=run.log_artifact))
         if cfg.early_stopping.patience:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping.patience))
         trainer = build_trainer(cfg, job, run, callbacks)
@@ -228,8 +234,8 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         if best:
             run.log_artifact(best, "checkpoints")
-        for name, value in getattr(module, "run_tags", dict)().items():
-            run.set_tags({name: value})
+        if getattr(module, "bleu_signature", None):
+            run.set_tags({"dlrun.bleu_signature": module.bleu_signature})
         return _metric(trainer, cfg.optimized_metric)
 
 

@@ -20,7 +20,8 @@ DecodeMethod = Literal["greedy", "beam"]
 class TranslationModule(pl.LightningModule):
     """Train a Seq2Seq-like network on ``TextBatch``es; report loss, perplexity and BLEU.
 
-    Batches carry ``src (batch, src_len)``, ``src_lengths (batch,)``, ``tgt (batch, tgt_len)``
+    ``monitor``/``mode`` name the metric that checkpointing and early stopping follow (read by
+    the run setup); LR plateau schedules always watch ``val/loss``. Batches carry ``src (batch, src_len)``, ``src_lengths (batch,)``, ``tgt (batch, tgt_len)``
     (``<bos> w... <eos>`` then padding) and ``ids (batch,)`` (indices into the split). The
     datamodule supplies ``references(split)``, ``detokenize``, ``tgt_vocab`` and ``src_vocab``
     (``decode``, and ``itos`` for sample labels) for BLEU and samples.
@@ -40,10 +41,14 @@ class TranslationModule(pl.LightningModule):
         decode: DecodeMethod = "beam",
         val_decode: DecodeMethod = "greedy",
         num_samples: int = 8,
+        monitor: str = "val/bleu",
+        mode: Literal["min", "max"] = "max",
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing: must be in [0, 1), got {label_smoothing}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         for name, value in (("decode", decode), ("val_decode", val_decode)):
             if value not in ("greedy", "beam"):
                 raise ValueError(f"{name}: expected 'greedy' or 'beam', got {value!r}")
@@ -75,6 +80,14 @@ class TranslationModule(pl.LightningModule):
         if method == "beam":
             return beam_search(self.net, src, src_lengths, self.hparams.beam_size, self.hparams.length_penalty, max_len)
         raise ValueError(f"method: expected 'greedy' or 'beam', got {method!r}")
+
+    def example_input(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward``'s arguments for a batch (for shape summaries): src, src_lengths, tgt_in."""
+        return batch.src, batch.src_lengths, batch.tgt[:, :-1]
+
+    def run_tags(self) -> dict[str, str]:
+        """Tags for the run record: the sacrebleu signature of the last BLEU computed."""
+        return {"dlrun.bleu_signature": self.bleu_signature} if self.bleu_signature else {}
 
     def count_units(self, batch: Any) -> Tensor:
         """Real target tokens predicted in a batch (a device tensor), for throughput."""
