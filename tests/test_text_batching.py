@@ -32,7 +32,7 @@ def random_lengths(n: int = 1000, seed: int = 1) -> tuple[torch.Tensor, torch.Te
 def sampler_for(mode: str, seed: int = 0, num_replicas: int = 1, rank: int = 0):
     src, tgt = random_lengths()
     return make_batch_sampler(
-        mode, src, tgt, batch_size=32, max_tokens=600, num_buckets=5, seed=seed, num_replicas=num_replicas, rank=rank
+        mode, src, tgt, batch_size=32, max_tokens=600, sort_pool=5, seed=seed, num_replicas=num_replicas, rank=rank
     )
 
 
@@ -110,15 +110,21 @@ def test_ddp_ranks_get_disjoint_batches(mode: str) -> None:
     assert len(ids[0] | ids[1]) >= 1000 - max(len(b) for b in full)
 
 
-def test_bucket_batches_stay_inside_buckets() -> None:
+def test_bucket_batches_cover_disjoint_length_ranges() -> None:
     src, tgt = random_lengths()
-    sampler = BucketBatchSampler(src, tgt, batch_size=32, num_buckets=5)
-    assert [len(b) for b in sampler.buckets] == [200] * 5
-    bucket_of = {i: k for k, bucket in enumerate(sampler.buckets) for i in bucket.tolist()}
+    batches = list(BucketBatchSampler(src, tgt, batch_size=32, sort_pool=0))
+    # One pool: sorted by (source, target) length, so batches hold consecutive, non-overlapping ranges.
+    keys = sorted(((int(src[b].min()), int(src[b].max())) for b in map(torch.tensor, batches)))
+    assert all(high <= next_low for (_, high), (next_low, _) in zip(keys, keys[1:]))
+    assert [len(b) for b in batches].count(32) == len(src) // 32
+
+
+def test_bucket_pools_set_batch_count() -> None:
+    src, tgt = random_lengths()
+    sampler = BucketBatchSampler(src, tgt, batch_size=32, sort_pool=5)
     batches = list(sampler)
-    assert all(len({bucket_of[i] for i in batch}) == 1 for batch in batches)
-    assert sum(len(b) < 32 for b in batches) == 5  # one remainder per bucket (200 = 6 x 32 + 8)
-    assert len(batches) == 5 * 7
+    pools, rest = divmod(len(src), 5 * 32)
+    assert len(batches) == len(sampler) == pools * 5 + -(-rest // 32)
 
 
 def test_token_batches_respect_max_tokens() -> None:
@@ -148,8 +154,8 @@ def test_bad_arguments_name_the_key() -> None:
     src, tgt = random_lengths(10)
     with pytest.raises(ValueError, match=r"^batching: must be one of padded, dynamic, bucket, tokens, got 'x'$"):
         make_batch_sampler("x", src, tgt, batch_size=4)
-    with pytest.raises(ValueError, match=r"^num_buckets: must be >= 1, got 0$"):
-        BucketBatchSampler(src, tgt, batch_size=4, num_buckets=0)
+    with pytest.raises(ValueError, match=r"^sort_pool: must be >= 0, got -1$"):
+        BucketBatchSampler(src, tgt, batch_size=4, sort_pool=-1)
     with pytest.raises(ValueError, match=r"^rank: must be in \[0, 2\), got 2$"):
         TokenBatchSampler(src, tgt, max_tokens=100, num_replicas=2, rank=2)
 
@@ -177,7 +183,7 @@ def test_pad_fraction_ordering_on_multi30k(multi30k) -> None:
     lengths = train.src.lengths, train.tgt.lengths
     fractions = {}
     for mode in BATCHING_MODES:
-        sampler = make_batch_sampler(mode, *lengths, batch_size=128, max_tokens=4096, num_buckets=10, seed=0)
+        sampler = make_batch_sampler(mode, *lengths, batch_size=128, max_tokens=4096, sort_pool=0, seed=0)
         pad_to = multi30k.max_len if mode == "padded" else None
         batches = [collate(train.src, train.tgt, ids, pad_to) for ids in sampler]
         assert sum(len(b) for b in batches) == 29000

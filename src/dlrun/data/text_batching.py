@@ -185,11 +185,12 @@ class _EpochBatchSampler(Sampler[list[int]]):
 
 
 class BucketBatchSampler(_EpochBatchSampler):
-    """MXNet BucketSentenceIter style: ``num_buckets`` equal-count length buckets, batches inside each.
+    """Length bucketing (torchtext BucketIterator style): sort by (source, target) length, batch, shuffle batches.
 
-    Buckets are quantiles of the pair width (the longer padded side), so they adapt to any corpus;
-    on Multi30k that pads less than sorting by source then target length (0.17 vs 0.24 with 10 buckets).
-    Each epoch shuffles every bucket, cuts it into batches of ``batch_size`` and shuffles the batch order.
+    Each epoch draws a fresh permutation, cuts it into random pools of ``sort_pool`` batches (0: one pool,
+    the whole split), sorts each pool by source then target length (ties stay in random order), cuts it
+    into batches of ``batch_size`` and shuffles the order of all batches. One pool pads least (0.04 on
+    Multi30k at 128 sentences); smaller pools trade padding for more varied batch composition.
     """
 
     def __init__(
@@ -197,7 +198,7 @@ class BucketBatchSampler(_EpochBatchSampler):
         src_lengths: torch.Tensor,
         tgt_lengths: torch.Tensor,
         batch_size: int,
-        num_buckets: int = 10,
+        sort_pool: int = 0,
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
@@ -205,22 +206,27 @@ class BucketBatchSampler(_EpochBatchSampler):
         super().__init__(seed, num_replicas, rank)
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-        if num_buckets < 1:
-            raise ValueError(f"num_buckets: must be >= 1, got {num_buckets}")
+        if sort_pool < 0:
+            raise ValueError(f"sort_pool: must be >= 0, got {sort_pool}")
         self.batch_size = batch_size
-        widths = _pair_widths(src_lengths, tgt_lengths)
-        order = torch.randperm(len(widths), generator=torch.Generator().manual_seed(seed))  # random ties
-        order = order[torch.argsort(widths[order], stable=True)]
-        self.buckets = [b for b in torch.tensor_split(order, num_buckets) if len(b)]
+        self.sort_pool = sort_pool
+        self.src_lengths = src_lengths
+        self.tgt_lengths = tgt_lengths
 
     def _all_batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        order = torch.randperm(len(self.src_lengths), generator=generator)
+        pool = self.sort_pool * self.batch_size or len(order)
         batches: list[torch.Tensor] = []
-        for bucket in self.buckets:
-            batches.extend(bucket[torch.randperm(len(bucket), generator=generator)].split(self.batch_size))
+        for chunk in order.split(pool):
+            chunk = chunk[torch.argsort(self.tgt_lengths[chunk], stable=True)]
+            chunk = chunk[torch.argsort(self.src_lengths[chunk], stable=True)]
+            batches.extend(chunk.split(self.batch_size))
         return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
     def _num_batches(self) -> int:
-        return sum(-(-len(bucket) // self.batch_size) for bucket in self.buckets)
+        pool = self.sort_pool * self.batch_size or len(self.src_lengths)
+        full, rest = divmod(len(self.src_lengths), pool)
+        return full * -(-pool // self.batch_size) + -(-rest // self.batch_size)
 
 
 class TokenBatchSampler(_EpochBatchSampler):
@@ -299,7 +305,7 @@ def make_batch_sampler(
     tgt_lengths: torch.Tensor,
     batch_size: int,
     max_tokens: int = 4096,
-    num_buckets: int = 10,
+    sort_pool: int = 0,
     seed: int = 0,
     num_replicas: int = 1,
     rank: int = 0,
@@ -308,7 +314,7 @@ def make_batch_sampler(
     if batching in ("padded", "dynamic"):  # they differ only in collate's pad_to
         return RandomBatchSampler(len(src_lengths), batch_size, seed=seed, num_replicas=num_replicas, rank=rank)
     if batching == "bucket":
-        return BucketBatchSampler(src_lengths, tgt_lengths, batch_size, num_buckets, seed, num_replicas, rank)
+        return BucketBatchSampler(src_lengths, tgt_lengths, batch_size, sort_pool, seed, num_replicas, rank)
     if batching == "tokens":
         return TokenBatchSampler(src_lengths, tgt_lengths, max_tokens, seed, num_replicas, rank)
     raise ValueError(f"batching: must be one of {', '.join(BATCHING_MODES)}, got {batching!r}")

@@ -23,8 +23,8 @@ class TextDataModule(pl.LightningDataModule):
     """Sentence pairs from six files (train/val/test x source/target), tokenized, encoded and batched.
 
     Vocabularies come from the training split only. ``batching`` picks how training batches are
-    formed (see ``dlrun.data.text_batching``); ``num_buckets`` sets the number of equal-count length
-    buckets of ``bucket``; ``max_tokens`` caps ``tokens`` batches (``batch_size`` does not apply there).
+    formed (see ``dlrun.data.text_batching``); ``sort_pool`` sets how many batches ``bucket`` sorts
+    by length together (0: the whole split); ``max_tokens`` caps ``tokens`` batches (``batch_size`` does not apply there).
     Validation and test batches hold ``batch_size`` pairs in file order. ``max_len`` (words) drops
     longer training pairs and is the fixed width of ``padded``. ``max_size`` counts non-special tokens.
     """
@@ -44,7 +44,7 @@ class TextDataModule(pl.LightningDataModule):
         min_freq: int = 2,
         max_size: int | None = None,
         lowercase: bool = True,
-        num_buckets: int = 10,
+        sort_pool: int = 0,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -54,7 +54,7 @@ class TextDataModule(pl.LightningDataModule):
             ("max_tokens", max_tokens, 1),
             ("max_len", max_len, 1),
             ("min_freq", min_freq, 1),
-            ("num_buckets", num_buckets, 1),
+            ("sort_pool", sort_pool, 0),
             ("num_workers", num_workers, 0),
         ):
             if value < least:
@@ -77,7 +77,7 @@ class TextDataModule(pl.LightningDataModule):
         self.min_freq = min_freq
         self.max_size = max_size
         self.lowercase = lowercase
-        self.num_buckets = num_buckets
+        self.sort_pool = sort_pool
         self.num_workers = num_workers
         self.seed = seed
         self.src_vocab: Vocabulary | None = None
@@ -221,7 +221,7 @@ class TextDataModule(pl.LightningDataModule):
             dataset.tgt.lengths,
             self.batch_size,
             max_tokens=self.max_tokens,
-            num_buckets=self.num_buckets,
+            sort_pool=self.sort_pool,
             seed=self.seed,
             num_replicas=world,
             rank=rank,

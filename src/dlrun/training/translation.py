@@ -20,11 +20,12 @@ DecodeMethod = Literal["greedy", "beam"]
 class TranslationModule(pl.LightningModule):
     """Train a Seq2Seq-like network on ``TextBatch``es; report loss, perplexity and BLEU.
 
-    ``monitor``/``mode`` name the metric that checkpointing and early stopping follow (read by
-    the run setup); LR plateau schedules always watch ``val/loss``. Batches carry ``src (batch, src_len)``, ``src_lengths (batch,)``, ``tgt (batch, tgt_len)``
+    Batches carry ``src (batch, src_len)``, ``src_lengths (batch,)``, ``tgt (batch, tgt_len)``
     (``<bos> w... <eos>`` then padding) and ``ids (batch,)`` (indices into the split). The
     datamodule supplies ``references(split)``, ``detokenize``, ``tgt_vocab`` and ``src_vocab``
-    (``decode``, and ``itos`` for sample labels) for BLEU and samples.
+    (``decode``, and ``itos`` for sample labels) for BLEU and samples. ``monitor``/``mode``
+    name the metric that checkpointing and early stopping follow (read by the run setup);
+    LR plateau schedules always watch ``val/loss``.
     """
 
     throughput_unit = "tokens"
@@ -60,8 +61,6 @@ class TranslationModule(pl.LightningModule):
         self.pad_index: int = getattr(net, "pad_index", 0)
         self.bleu_signature: str | None = None
         self.samples: list[dict[str, Any]] = []
-        self._pad_tokens: Tensor | None = None
-        self._all_tokens: Tensor | None = None
         self._eval: dict[str, Any] = {}
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
@@ -95,10 +94,6 @@ class TranslationModule(pl.LightningModule):
 
     # -- training -------------------------------------------------------------------------
 
-    def on_train_epoch_start(self) -> None:
-        """Reset the epoch's padding counters."""
-        self._pad_tokens = self._all_tokens = None
-
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Token-averaged (label-smoothed) cross-entropy of one batch."""
         logits = self.net(batch.src, batch.src_lengths, batch.tgt[:, :-1])
@@ -107,20 +102,12 @@ class TranslationModule(pl.LightningModule):
         )
         loss = loss_sum / n_tokens.clamp(min=1)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch.src.size(0))
-        # Device-side sums: no host sync per step; read once at epoch end.
+        # Lightning's epoch mean weighted by batch_size=total is sum(pad) / sum(total) over the epoch:
+        # it accumulates on the device (no host sync per step) and is ready before epoch-end callbacks.
         pad = (batch.src == self.pad_index).sum() + (batch.tgt == self.pad_index).sum()
         total = batch.src.numel() + batch.tgt.numel()
-        self._pad_tokens = pad if self._pad_tokens is None else self._pad_tokens + pad
-        self._all_tokens = total if self._all_tokens is None else self._all_tokens + total
+        self.log("train/pad_fraction", pad / total, on_step=False, on_epoch=True, batch_size=total, sync_dist=True)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        """Log ``train/pad_fraction`` over the epoch's batches (all ranks)."""
-        if self._pad_tokens is None:
-            return
-        pad = self._reduce_sum(self._pad_tokens.float())
-        total = self._reduce_sum(torch.as_tensor(self._all_tokens, dtype=torch.float32, device=self.device))
-        self.log("train/pad_fraction", pad / total, on_epoch=True)
 
     # -- validation and test --------------------------------------------------------------
 
