@@ -12,6 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import helpers` und
 from helpers import DATA, MNIST, MNIST_FILES  # noqa: E402
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # MLflow's SQLAlchemy store trips a deprecation inside SQLAlchemy; it says nothing about dlrun.
+    config.addinivalue_line("filterwarnings", "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """Folder with the four original MNIST .gz files (``$DLRUN_DATA_DIR/mnist`` or ../shared/data/mnist)."""

@@ -50,7 +50,8 @@ class Result:
 
     def describe(self) -> str:
         """For assertion messages."""
-        return f"dlrun {' '.join(self.args)} -> {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
+        head = f"dlrun {' '.join(self.args)} -> {self.returncode}"
+        return f"{head}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
 
 
 def dlrun_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -75,10 +76,10 @@ def dlrun(args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None, 
     return Result(list(args), Path(cwd), proc.returncode, proc.stdout, proc.stderr)
 
 
-def dlrun_many(jobs: Mapping[str, tuple[Sequence[str], Path]], workers: int = 2) -> dict[str, Result]:
-    """Run several independent ``dlrun`` processes, ``workers`` at a time; results by job name."""
+def dlrun_many(jobs: Mapping[str, tuple], workers: int = 2) -> dict[str, Result]:
+    """Run independent ``dlrun`` processes, ``workers`` at a time; jobs are ``(args, cwd[, env])`` by name."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {name: pool.submit(dlrun, args, cwd) for name, (args, cwd) in jobs.items()}
+        futures = {name: pool.submit(dlrun, *job) for name, job in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
 
 

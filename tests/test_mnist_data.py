@@ -125,6 +125,18 @@ def test_every_epoch_yields_every_index_once() -> None:
     assert indices(RandomBatchSampler(1000, 128, seed=4)) != first
 
 
+def test_module_sampler_covers_the_training_split_each_epoch(dm: MNISTDataModule) -> None:
+    sampler = dm.train_dataloader().sampler
+    assert isinstance(sampler, RandomBatchSampler)
+    epochs = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        order = torch.tensor([i for batch in sampler for i in batch])
+        assert torch.equal(order.sort().values, torch.arange(55000))
+        epochs.append(order)
+    assert not torch.equal(epochs[0], epochs[1])
+
+
 def test_unshuffled_and_drop_last() -> None:
     assert indices(RandomBatchSampler(10, 4, shuffle=False)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     dropped = RandomBatchSampler(1000, 128, drop_last=True)

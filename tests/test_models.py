@@ -51,9 +51,7 @@ def test_mlp_layers_follow_the_config() -> None:
     assert all(m.p == 0.1 for m in net.modules() if isinstance(m, nn.Dropout))
 
 
-@pytest.mark.parametrize(
-    ("make", "name"), [(mlp, "MLP"), (cnn, "CNN")], ids=["mlp", "cnn"]
-)
+@pytest.mark.parametrize(("make", "name"), [(mlp, "MLP"), (cnn, "CNN")], ids=["mlp", "cnn"])
 @pytest.mark.parametrize("shape", [(4, 28, 28), (4, 3, 28, 28), (4, 784)])
 def test_wrong_input_shape_names_expected_and_got(make, name: str, shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError) as info:
@@ -105,20 +103,9 @@ def test_unknown_init_scheme() -> None:
         mlp(init="zeros")
 
 
-def test_cnn_flatten_size_checked_on_forward() -> None:
+def test_cnn_flatten_size_checked_against_the_conv_output() -> None:
     assert cnn(flatten_size=9216)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    wrong = cnn(flatten_size=1000)
-    with pytest.raises(RuntimeError, match="1000"):
-        wrong(torch.zeros(2, 1, 28, 28))
-
-
-@pytest.mark.xfail(
-    reason="CNN takes any flatten_size and only fails on forward with torch's matmul error; "
-    "a wrong value should be a ValueError naming flatten_size and the derived 9216 at construction",
-    strict=True,
-)
-def test_cnn_wrong_flatten_size_rejected_at_construction() -> None:
-    with pytest.raises(ValueError, match=r"^flatten_size: .*9216"):
+    with pytest.raises(ValueError, match=r"^flatten_size: 1000 does not match .* = 9216"):
         cnn(flatten_size=1000)
 
 
@@ -130,14 +117,12 @@ def test_mlp_dropout_out_of_range(dropout: float) -> None:
     assert str(dropout) in str(info.value)
 
 
-@pytest.mark.xfail(
-    reason="CNN does not check conv_dropout/dense_dropout; torch's nn.Dropout message does not name the key",
-    strict=True,
-)
 @pytest.mark.parametrize("key", ["conv_dropout", "dense_dropout"])
 def test_cnn_dropout_out_of_range_names_key(key: str) -> None:
     with pytest.raises(ValueError, match=rf"^{key}: "):
         cnn(**{key: 1.5})
+    with pytest.raises(ValueError, match=rf"^{key}: must be in \[0, 1\), got 1.0"):
+        cnn(**{key: 1.0})
 
 
 def test_other_bad_arguments_name_their_key() -> None:
@@ -155,9 +140,7 @@ def test_models_import_torch_only() -> None:
     import subprocess
     import sys
 
-    code = (
-        "import sys, dlrun.models.mlp, dlrun.models.cnn; "
-        "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'hydra', 'mlflow', 'omegaconf') if m in sys.modules))"
-    )
+    heavy = ("pytorch_lightning", "lightning", "hydra", "mlflow", "omegaconf")
+    code = f"import sys, dlrun.models.mlp, dlrun.models.cnn; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -29,6 +29,9 @@ class CNN(nn.Module):
         init: InitScheme = "default",
     ) -> None:
         super().__init__()
+        for name, rate in (("conv_dropout", conv_dropout), ("dense_dropout", dense_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name}: must be in [0, 1), got {rate}")
         if len(channels) != len(kernel_sizes):
             raise ValueError(f"kernel_sizes: need one per conv layer ({len(channels)}), got {len(kernel_sizes)}")
         self.input_shape = tuple(input_shape)
@@ -40,10 +43,15 @@ class CNN(nn.Module):
         if height < pool_size or width < pool_size:
             raise ValueError(f"kernel_sizes: convs shrink {self.input_shape} to {height}x{width}, below pool_size {pool_size}")
         self.features = nn.Sequential(*convs, nn.MaxPool2d(pool_size), nn.Dropout(conv_dropout), nn.Flatten())
-        # flatten_size is derived from the shapes; setting it explicitly is for checking configs against it.
+        # flatten_size is derived from the shapes; setting it explicitly checks a config against them.
         derived = in_channels * (height // pool_size) * (width // pool_size)
+        if flatten_size is not None and flatten_size != derived:
+            raise ValueError(
+                f"flatten_size: {flatten_size} does not match the conv output "
+                f"({in_channels}x{height // pool_size}x{width // pool_size} = {derived})"
+            )
         self.head = nn.Sequential(
-            nn.Linear(flatten_size or derived, dense_size),
+            nn.Linear(derived, dense_size),
             make_activation(activation),
             nn.Dropout(dense_dropout),
             nn.Linear(dense_size, num_classes),

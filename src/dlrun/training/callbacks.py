@@ -86,7 +86,7 @@ class FiniteLoss(pl.Callback):
         if self._bad is not None and bool(self._bad):
             self._bad = None
             raise TrainingError(
-                f"train/loss became NaN or infinite in epoch {trainer.current_epoch} (by step {trainer.global_step}); "
+                f"train/loss became NaN or infinite in epoch {trainer.current_epoch + 1} (by step {trainer.global_step}); "
                 "lower optimizer.lr or set trainer.gradient_clip_val"
             )
         self._bad = None
