@@ -84,10 +84,6 @@ class TranslationModule(pl.LightningModule):
         """``forward``'s arguments for a batch (for shape summaries): src, src_lengths, tgt_in."""
         return batch.src, batch.src_lengths, batch.tgt[:, :-1]
 
-    def run_tags(self) -> dict[str, str]:
-        """Tags for the run record: the sacrebleu signature of the last BLEU computed."""
-        return {"dlrun.bleu_signature": self.bleu_signature} if self.bleu_signature else {}
-
     def count_units(self, batch: Any) -> Tensor:
         """Real target tokens predicted in a batch (a device tensor), for throughput."""
         return (batch.tgt[:, 1:] != self.pad_index).sum()
@@ -101,7 +97,7 @@ class TranslationModule(pl.LightningModule):
             logits, batch.tgt[:, 1:], self.pad_index, self.hparams.label_smoothing
         )
         loss = loss_sum / n_tokens.clamp(min=1)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch.src.size(0))
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch.src.size(0))
         # Lightning's epoch mean weighted by batch_size=total is sum(pad) / sum(total) over the epoch:
         # it accumulates on the device (no host sync per step) and is ready before epoch-end callbacks.
         pad = (batch.src == self.pad_index).sum() + (batch.tgt == self.pad_index).sum()
@@ -124,15 +120,15 @@ class TranslationModule(pl.LightningModule):
         self._evaluate(batch, self.hparams.val_decode, keep_samples=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Accumulate loss and (``decode``) translations of one batch."""
-        self._evaluate(batch, self.hparams.decode, keep_samples=False)
+        """Accumulate loss and (``decode``) translations of one batch; greedy ones too when decoding by beam."""
+        self._evaluate(batch, self.hparams.decode, keep_samples=False, also_greedy=self.hparams.decode != "greedy")
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/loss``, ``val/ppl``, ``val/bleu``; keep attention samples in ``self.samples``."""
         self._finish_eval("val", keep_samples=True)
 
     def on_test_epoch_end(self) -> None:
-        """Log ``test/loss``, ``test/ppl``, ``test/bleu``."""
+        """Log ``test/loss``, ``test/ppl``, ``test/bleu`` (and ``test/bleu_greedy`` when decoding by beam)."""
         self._finish_eval("test", keep_samples=False)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
@@ -150,9 +146,9 @@ class TranslationModule(pl.LightningModule):
     def _reset_eval(self) -> None:
         # float32, not float64: MPS has no float64, and split-sized sums fit float32 well enough.
         zero = torch.zeros((), device=self.device)
-        self._eval = {"loss": zero, "nll": zero.clone(), "tokens": zero.clone(), "hyps": [], "samples": []}
+        self._eval = {"loss": zero, "nll": zero.clone(), "tokens": zero.clone(), "hyps": [], "greedy": [], "samples": []}
 
-    def _evaluate(self, batch: Any, method: DecodeMethod, keep_samples: bool) -> None:
+    def _evaluate(self, batch: Any, method: DecodeMethod, keep_samples: bool, also_greedy: bool = False) -> None:
         """Add one batch's summed loss, token count and hypotheses to the accumulators."""
         logits = self.net(batch.src, batch.src_lengths, batch.tgt[:, :-1])
         target = batch.tgt[:, 1:]
@@ -169,6 +165,9 @@ class TranslationModule(pl.LightningModule):
         tokens = self.translate(batch.src, batch.src_lengths, method)
         ids = batch.ids.tolist()
         self._eval["hyps"].extend(zip(ids, tokens.cpu().tolist()))
+        if also_greedy:
+            greedy = self.translate(batch.src, batch.src_lengths, "greedy")
+            self._eval["greedy"].extend(zip(ids, greedy.cpu().tolist()))
         if keep_samples:
             rows = [i for i, example_id in enumerate(ids) if example_id < self.hparams.num_samples]
             if rows:
@@ -221,16 +220,23 @@ class TranslationModule(pl.LightningModule):
         self.log(f"{split}/ppl", torch.exp(nll / n_tokens))
 
         dm = self._datamodule()
-        ids = sorted(hyps)
         references = dm.references(split)
+        self.log(f"{split}/bleu", self._bleu(hyps, references, dm))
+        greedy = dict(_gather(self._eval["greedy"]))
+        if greedy:
+            self.log(f"{split}/bleu_greedy", self._bleu(greedy, references, dm))
+
+        if keep_samples:
+            self.samples = [self._describe(samples[i], dm, references) for i in sorted(samples)]
+
+    def _bleu(self, hyps: dict[int, list[int]], references: list[str], dm: Any) -> Tensor:
+        """Corpus BLEU (sacrebleu, lowercased) of detokenized hypotheses against the raw references."""
+        ids = sorted(hyps)
         hypotheses = [dm.detokenize(dm.tgt_vocab.decode(hyps[i])) for i in ids]
         metric = BLEU(lowercase=True)
         score = metric.corpus_score(hypotheses, [[references[i] for i in ids]])
         self.bleu_signature = str(metric.get_signature())
-        self.log(f"{split}/bleu", torch.tensor(score.score, dtype=torch.float32, device=self.device))
-
-        if keep_samples:
-            self.samples = [self._describe(samples[i], dm, references) for i in sorted(samples)]
+        return torch.tensor(score.score, dtype=torch.float32, device=self.device)
 
     def _describe(self, sample: dict[str, Any], dm: Any, references: list[str]) -> dict[str, Any]:
         """Turn a raw sample (ids, attention) into tokens and text for plots."""
