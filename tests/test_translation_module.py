@@ -217,3 +217,13 @@ def test_translate_and_argument_checks() -> None:
         make_module(label_smoothing=1.0)
     with pytest.raises(ValueError, match="mode"):
         make_module(mode="up")
+
+
+def test_plateau_schedule_watches_the_objective_monitor() -> None:
+    # The plateau's mode comes from objective.mode, so it must watch objective.monitor (val/bleu, max),
+    # not val/loss: a max-mode plateau on a falling loss would halve the LR every other epoch.
+    plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max")
+    config = make_module(scheduler=plateau).configure_optimizers()
+    assert config["lr_scheduler"]["monitor"] == "val/bleu"
+    config = make_module(scheduler=plateau, monitor="val/loss", mode="min").configure_optimizers()
+    assert config["lr_scheduler"]["monitor"] == "val/loss"

@@ -136,10 +136,8 @@ class TranslationModule(pl.LightningModule):
         return {"ids": batch.ids, "tokens": self.translate(batch.src, batch.src_lengths)}
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """Optimizer (and schedule) from the config's factories; plateau schedules watch val/loss."""
-        return configure_optimizers(
-            self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/loss"
-        )
+        """Optimizer (and schedule) from the config's factories; plateau schedules watch ``monitor``."""
+        return configure_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, self.hparams.monitor)
 
     # -- helpers --------------------------------------------------------------------------
 
