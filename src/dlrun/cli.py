@@ -31,7 +31,12 @@ def _task(cfg: Any) -> Any:
         return run_task(cfg)
     except BaseException as err:  # noqa: BLE001 - re-raised by main() once Hydra is done
         _failures.append(err)
-        return None
+        if isinstance(err, (KeyboardInterrupt, RunInterrupted)):
+            raise  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
+        from dlrun.tracking.sweep import JobFailed
+
+        # Sweep jobs in other processes (joblib, SLURM) report failure through this return value.
+        return JobFailed.of(err)
 
 
 def main() -> None:
@@ -49,8 +54,10 @@ def main() -> None:
         signal.signal(signum, _raise_interrupt)
     try:
         entry()
-        if _failures:
-            raise _failures[0]
+        from dlrun.tracking import sweep
+
+        if sweep.failure is not None or _failures:  # a sweep's summary of its failed jobs comes first
+            raise sweep.failure or _failures[0]
     except SystemExit:
         raise
     except BrokenPipeError:  # `dlrun --help | head`: the reader left, nothing to report

@@ -27,6 +27,7 @@ from dlrun.tracking.run import RunSpec, flatten, is_rank_zero, tracked_run
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
 
 
 @dataclass
@@ -90,6 +91,9 @@ def run_spec(cfg: DictConfig, job: Job) -> RunSpec | None:
     if commit:
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
         tags["dlrun.git_commit"] = commit
+    from dlrun.tracking.sweep import job_tags
+
+    tags.update(job_tags(OmegaConf.to_container(cfg, resolve=True)))  # config hash; sweep id and parent run
     return RunSpec(
         uri=cfg.tracking.uri,
         experiment=cfg.tracking.experiment or job.choices.get("data", "dlrun"),
@@ -163,6 +167,21 @@ def build_trainer(cfg: DictConfig, job: Job, run: Any, callbacks: list[Any]) -> 
         raise ConfigError(f"trainer: {' '.join(str(err).split())}") from err
 
 
+def picture_callbacks(cfg: DictConfig, module: Any, out_dir: Path, publish: Callable[[Path, str], None]) -> list[Any]:
+    """Plots switched on in ``callbacks.*``: classification test plots, per-epoch weight/activation histograms."""
+    wanted = cfg.get("callbacks") or {}
+    callbacks: list[Any] = []
+    if wanted.get("plots", True) and hasattr(module.hparams, "get") and module.hparams.get("num_classes"):
+        from dlrun.training.classification_plots import ClassificationPlots
+
+        callbacks.append(ClassificationPlots(out_dir, publish=publish))
+    if wanted.get("histograms", False):
+        from dlrun.training.histograms import Histograms
+
+        callbacks.append(Histograms(out_dir, publish=publish))
+    return callbacks
+
+
 def example_batch(datamodule: Any) -> Any:
     """One real training batch, as the model sees it (after the data module's transfer hook)."""
     batch = next(iter(datamodule.train_dataloader()))
@@ -176,6 +195,11 @@ def model_summary(module: Any, batch: Any) -> str:
     module.example_input_array = module.example_input(batch)
     try:
         return str(ModelSummary(module, max_depth=-1))
+    except Exception:
+        from dlrun.inspect import trace
+
+        trace(module, batch)  # raises ShapeError naming the failing layer and both shapes
+        raise
     finally:
         # Lightning would push this raw input through the data module's batch hooks again during fit.
         module.example_input_array = None
@@ -186,17 +210,36 @@ def train(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+    from dlrun.resume import find_resume_point
     from dlrun.training.attention_plots import TranslationSamples
     from dlrun.training.callbacks import EmbedConfig, FiniteLoss, Throughput
+    from dlrun.training.checkpointing import last_checkpoint
+    from dlrun.training.interrupt import CheckpointOnInterrupt
+    from dlrun.training.rng import RngState
 
     job = current_job(cfg)
+    resume = find_resume_point(cfg, job)  # resume=..., or this run dir already holds checkpoints/last.ckpt
+    if resume is not None:
+        cfg, job = resume.cfg, resume.job
     config = OmegaConf.to_container(cfg, resolve=True)
     if is_rank_zero():
         print_config(cfg)
-    with tracked_run(run_spec(cfg, job)) as run:
-        run.log_params(flatten(config))
-        run.log_yaml(config, "config.yaml")
-        run.log_yaml(job.overrides, "overrides.yaml")
+        if resume is not None:
+            print(resume.describe(), flush=True)
+    spec = resume.run_spec(run_spec(cfg, job)) if resume else run_spec(cfg, job)
+    if resume is None:
+        from dlrun.tracking.sweep import reuse_finished
+
+        reused = reuse_finished(spec, cfg.optimized_metric)  # a rerun sweep skips jobs whose config already FINISHED
+        if reused is not None:
+            return reused.value
+    with tracked_run(spec) as run:
+        if resume is None or resume.run_id is None:
+            run.log_params(flatten(config))
+            run.log_yaml(config, "config.yaml")
+            run.log_yaml(job.overrides, "overrides.yaml")
+        else:
+            run.set_tags(resume.tags())
         check_config(cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -207,7 +250,8 @@ def train(cfg: DictConfig) -> float | None:
         if hasattr(datamodule, "save_vocab"):
             for path in datamodule.save_vocab(job.output_dir / "vocab"):
                 run.log_artifact(path, "vocab")
-        summary = model_summary(module, example_batch(datamodule))
+        batch = example_batch(datamodule)
+        summary = model_summary(module, batch)
         run.log_text(summary, "model_summary.txt")
         if is_rank_zero():
             print(summary)
@@ -219,32 +263,68 @@ def train(cfg: DictConfig) -> float | None:
             monitor=monitor,
             mode=mode,
             save_top_k=cfg.checkpoint.save_top_k,
-            save_last=cfg.checkpoint.save_last,
+            save_last=False,  # last_checkpoint() below: every epoch, not only when the metric improved
             auto_insert_metric_name=False,
         )
-        callbacks = [checkpoint, Throughput(), FiniteLoss(), EmbedConfig(config)]
+        embed = EmbedConfig(config, extra={"run_id": run.run_id, "choices": job.choices})
+        callbacks = [checkpoint, Throughput(), FiniteLoss(), embed, RngState()]
+        if cfg.checkpoint.save_last:
+            callbacks.append(last_checkpoint(job.output_dir / "checkpoints"))  # the resume point
+        callbacks.append(CheckpointOnInterrupt(job.output_dir / "checkpoints" / "last.ckpt"))
+        callbacks += picture_callbacks(cfg, module, job.output_dir, run.log_artifact)
         if hasattr(module, "samples"):
             callbacks.append(TranslationSamples(job.output_dir, publish=run.log_artifact))
         if cfg.early_stopping.patience:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping.patience))
         trainer = build_trainer(cfg, job, run, callbacks)
+        if resume is not None:
+            resume.attach_logger(trainer, run)  # the run's metric history continues without repeated steps
 
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path if resume else None)
+        fit_metrics = dict(trainer.callback_metrics)  # test replaces them; sweepers optimize val/* metrics
         best = checkpoint.best_model_path or None
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        if is_rank_zero() and results:
+            print("test  " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(results[0].items())), flush=True)
         if best:
             run.log_artifact(best, "checkpoints")
+        # fast_dev_run is a smoke check: like Lightning's own checkpoints, no saved model (~2 s of MLflow packaging).
+        if run.run_id is not None and cfg.tracking.get("log_model", True) and not trainer.fast_dev_run:
+            from dlrun.tracking.pytorch_model import log_network
+
+            log_network(run, module, batch)
         if getattr(module, "bleu_signature", None):
             run.set_tags({"dlrun.bleu_signature": module.bleu_signature})
-        return _metric(trainer, cfg.optimized_metric)
+        return _metric({**fit_metrics, **trainer.callback_metrics}, cfg.optimized_metric)
 
 
-def _metric(trainer: Any, name: str) -> float | None:
-    value = trainer.callback_metrics.get(name)
+def _metric(metrics: dict[str, Any], name: str) -> float | None:
+    value = metrics.get(name)
     return float(value) if value is not None else None
 
 
-TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train}
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """``task=eval``: test a checkpoint (path, run id, ``runs:/ID``) in a new run; see ``dlrun.evaluate``."""
+    from dlrun.evaluate import evaluate as run_eval
+
+    return run_eval(cfg)
+
+
+def predict(cfg: DictConfig) -> Any:
+    """``task=predict``: class predictions (CSV) or translations of a checkpoint; see ``dlrun.predict``."""
+    from dlrun.predict import predict as run_predict
+
+    return run_predict(cfg)
+
+
+def summary(cfg: DictConfig) -> Any:
+    """``task=summary``: shapes and parameters of every layer for one real batch; see ``dlrun.summary``."""
+    from dlrun.summary import summary as run_summary
+
+    return run_summary(cfg)
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train, "eval": evaluate, "predict": predict, "summary": summary}
 
 
 def run_task(cfg: DictConfig) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from pytorch_lightning.loggers import MLFlowLogger
@@ -9,10 +12,39 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class RunLogger(MLFlowLogger):
-    """Log Lightning metrics into an existing run; never end it and never log params (dlrun does both)."""
+    """Log Lightning metrics into an existing run; never end it and never log params (dlrun does both).
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    Metrics are queued and written in one batch at most every ``flush_every_s`` seconds, and at ``finalize``
+    (end of fit/test, and on failure): one write to a SQLite store takes ~20 ms, 3% of an MNIST MLP epoch
+    when made every 50 steps. What the UI shows may therefore lag by up to ``flush_every_s``.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, flush_every_s: float = 10.0) -> None:
         super().__init__(tracking_uri=tracking_uri, run_id=run_id, log_model=False)
+        self.flush_every_s = flush_every_s
+        self._pending: list[Any] = []
+        self._flushed_at = time.monotonic()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Queue metrics as ``MLFlowLogger`` would write them; write the queue once ``flush_every_s`` has passed."""
+        from mlflow.entities import Metric
+
+        timestamp_ms = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if not isinstance(value, str):  # MLFlowLogger drops strings and strips characters MLflow refuses
+                name = re.sub("[^a-zA-Z0-9_/. -]+", "", key)
+                self._pending.append(Metric(key=name, value=value, timestamp=timestamp_ms, step=step or 0))
+        if time.monotonic() - self._flushed_at >= self.flush_every_s:
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write the queued metrics now (in MLflow's batches of at most 1000)."""
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        for start in range(0, len(pending), 1000):
+            self.experiment.log_batch(self.run_id, metrics=pending[start : start + 1000])
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
@@ -20,4 +52,5 @@ class RunLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        """Status is set by ``tracked_run`` after test, not after fit."""
+        """Write what is queued; the status is set by ``tracked_run`` after test, not after fit."""
+        self.flush()

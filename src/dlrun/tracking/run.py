@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from dlrun.errors import RunInterrupted
+from dlrun.tracking.sqlite import prepare_sqlite
 from dlrun.tracking.store import check_server, get_or_create_experiment, resolve_uri
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit for a param value
@@ -106,7 +107,8 @@ class RunSpec:
 
 def is_rank_zero() -> bool:
     """True in the process that owns the run (Lightning sets these for DDP workers it launches)."""
-    return all(int(os.environ.get(var, "0")) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    # SLURM_PROCID: ranks started by srun/submitit (one task per GPU), as Lightning's rank_zero_only reads them.
+    return all(int(os.environ.get(var, "0")) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 @contextmanager
@@ -119,6 +121,7 @@ def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
 
     uri, artifact_root = resolve_uri(spec.uri, spec.cwd)
     check_server(uri)
+    prepare_sqlite(uri)  # parallel jobs on a new SQLite file must not all create its tables at once
     client = MlflowClient(tracking_uri=uri)
     if spec.resume_run_id:
         info = client.get_run(spec.resume_run_id).info

@@ -1,0 +1,92 @@
+"""The ``dlrun`` command as users run it: one MNIST MLP epoch, its logged samples/s and peak memory,
+against an independent hand-written loop (``bench/hand_mnist.py``, no dlrun code) in its own process.
+
+    python bench/cli_epoch.py                               # full epoch, 3 alternating repeats
+    python bench/cli_epoch.py --batches 5 --repeats 1
+
+dlrun side: ``dlrun experiment=mnist_mlp trainer.max_epochs=1 data.batch_size=128`` (plus a scratch MLflow
+store) in a fresh process; its ``train/samples_per_s`` is read back from MLflow, its peak resident set
+size (the process and its children) from ``wait4``. Hand side: ``python bench/hand_mnist.py``. Both get
+the same ``OMP_NUM_THREADS``; they alternate, and medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, data_dir, dlrun_bin, emit, machine, median, set_threads, size_args
+
+COMMAND = ["experiment=mnist_mlp", "trainer.max_epochs=1", "data.batch_size=128"]
+
+
+def run_measured(argv: list[str], cwd: Path) -> tuple[str, float, float]:
+    """Run ``argv``; return its stdout, wall seconds and peak RSS in MiB (``ru_maxrss`` of this child)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(argv)} failed (exit {proc.returncode}):\n{text[-3000:]}")
+    return text, wall, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def logged_samples_per_s(uri: str) -> float:
+    """``train/samples_per_s`` of the newest run in the store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=1)
+    return run.data.metrics["train/samples_per_s"]
+
+
+def main() -> None:
+    """Alternate ``dlrun`` and the independent hand loop; print samples/s, the ratio, peak RSS, wall time."""
+    parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
+    args = parser.parse_args()
+    set_threads(args.threads)  # inherited by both child processes through OMP_NUM_THREADS
+    os.environ["DLRUN_DATA_DIR"] = str(data_dir())
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    limit = [f"trainer.limit_train_batches={args.batches}"] if args.batches else []
+    hand_limit = ["--batches", str(args.batches)] if args.batches else []
+
+    runs: dict[str, list[float]] = {"dlrun": [], "hand": [], "dlrun_peak_rss_mib": [], "dlrun_wall_s": []}
+    with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        dlrun_argv = [dlrun_bin(), *COMMAND, *limit, f"tracking.uri={uri}"]
+        for repeat in range(args.repeats):
+            _, wall, rss = run_measured(dlrun_argv, Path(tmp))
+            runs["dlrun"].append(logged_samples_per_s(uri))
+            runs["dlrun_peak_rss_mib"].append(rss)
+            runs["dlrun_wall_s"].append(wall)
+            text, _, _ = run_measured([sys.executable, str(ROOT / "bench" / "hand_mnist.py"), *hand_limit], Path(tmp))
+            runs["hand"].append(float(text.split("samples_per_s")[-1]))
+            print(f"repeat {repeat + 1}: dlrun {runs['dlrun'][-1]:.0f}  hand {runs['hand'][-1]:.0f} samples/s  "
+                  f"dlrun peak RSS {rss:.0f} MiB, wall {wall:.1f} s", flush=True)
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "command": "dlrun " + " ".join([*COMMAND, *limit]),
+        "dlrun_samples_per_s": median(runs["dlrun"]),
+        "hand_samples_per_s": median(runs["hand"]),
+        "ratio": median([d / h for d, h in zip(runs["dlrun"], runs["hand"])]),
+        "dlrun_peak_rss_mib": median(runs["dlrun_peak_rss_mib"]),
+        "dlrun_wall_s": median(runs["dlrun_wall_s"]),
+        "runs": runs,
+    }
+    result["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Training overhead: one MNIST epoch trained by ``dlrun`` vs by a minimal hand-written PyTorch loop.
+
+    python bench/train_overhead.py                         # MLP and CNN, full epoch, 3 alternating repeats
+    python bench/train_overhead.py --models mlp --batches 50 --repeats 1
+
+Both sides: same network (MLP 784-512-512-10 dropout 0.2, or the example CNN), batch size 128, Adam 1e-3,
+same process and thread count, 55,000 training images. dlrun runs through ``dlrun.run([...])`` (Hydra
+config, Lightning Trainer with dlrun's callbacks, MLflow run in a scratch SQLite store) and its samples/s
+is the ``train/samples_per_s`` it logged to MLflow. The hand loop indexes in-memory float tensors and is
+timed the way dlrun's ``Throughput`` callback times an epoch: from the start of the first step to the end
+of the last one. Sides alternate (dlrun, hand, dlrun, hand, ...) after one untimed warm-up of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from common import MEAN, STD, data_dir, emit, hand_model, machine, median, read_mnist, set_threads, size_args
+
+BATCH_SIZE = 128
+TRAIN_SIZE = 55_000  # dlrun keeps 5,000 of the 60,000 training images for validation
+
+
+def hand_epoch(model_name: str, images: torch.Tensor, labels: torch.Tensor, batches: int, seed: int) -> float:
+    """Samples/s of one hand-written epoch over normalized float ``images (n, 1, 28, 28)``."""
+    torch.manual_seed(seed)
+    model = hand_model(model_name)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    order = torch.randperm(len(labels)).split(BATCH_SIZE)
+    order = order[:batches] if batches else order
+    samples, start = 0, None
+    for index in order:
+        x, y = images[index], labels[index]
+        start = start or time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        samples += len(y)
+    return samples / (time.perf_counter() - start)
+
+
+def dlrun_epoch(model_name: str, batches: int, seed: int, workdir: Path) -> float:
+    """Samples/s that a one-epoch ``dlrun`` training logged as ``train/samples_per_s``."""
+    import dlrun
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    name = f"bench-{model_name}-{time.time_ns()}"
+    overrides = [
+        f"model={model_name}",
+        "data=mnist",
+        "data.batch_size=128",
+        "optimizer=adam",
+        "optimizer.lr=1e-3",
+        "scheduler=none",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "callbacks.plots=false",
+        "tracking.log_model=false",
+        f"tracking.uri={uri}",
+        f"tracking.run_name={name}",
+        f"seed={seed}",
+        f"hydra.run.dir={workdir / name}",
+    ]
+    if batches:
+        overrides.append(f"trainer.limit_train_batches={batches}")
+    dlrun.run(overrides)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("mnist")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
+    return run.data.metrics["train/samples_per_s"]
+
+
+def main() -> None:
+    """Alternate dlrun and hand-written epochs per model; print samples/s medians and the ratio."""
+    parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    os.environ.setdefault("DLRUN_DATA_DIR", str(data_dir()))
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    images, labels = read_mnist(data_dir() / "mnist")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:TRAIN_SIZE]
+    images = images[order].unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)  # normalized once, outside timing
+    labels = labels[order]
+
+    results: dict[str, Any] = {"machine": machine(), "batch_size": BATCH_SIZE, "batches": args.batches or "epoch", "models": {}}
+    with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
+        workdir = Path(tmp)
+        for model_name in args.models.split(","):
+            warm = min(args.batches or 20, 20)
+            dlrun_epoch(model_name, warm, 0, workdir)  # untimed warm-up of both sides
+            hand_epoch(model_name, images, labels, warm, 0)
+            runs: dict[str, list[float]] = {"dlrun": [], "hand": []}
+            for repeat in range(args.repeats):
+                runs["dlrun"].append(dlrun_epoch(model_name, args.batches, repeat, workdir))
+                runs["hand"].append(hand_epoch(model_name, images, labels, args.batches, repeat))
+                print(f"{model_name} repeat {repeat + 1}: dlrun {runs['dlrun'][-1]:.0f}  hand {runs['hand'][-1]:.0f} samples/s", flush=True)
+            ratios = [d / h for d, h in zip(runs["dlrun"], runs["hand"])]
+            results["models"][model_name] = {
+                "dlrun_samples_per_s": median(runs["dlrun"]),
+                "hand_samples_per_s": median(runs["hand"]),
+                "ratio": median(ratios),
+                "runs": runs,
+            }
+    results["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
+    emit(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

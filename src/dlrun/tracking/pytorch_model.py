@@ -1,0 +1,83 @@
+"""The trained network as an MLflow PyTorch model (``runs:/RUN_ID/model``), loadable without dlrun's CLI."""
+
+from __future__ import annotations
+
+import copy
+import os
+from contextlib import contextmanager
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+MODEL_NAME = "model"
+
+
+@contextmanager
+def _logging_target(uri: str, experiment_id: str) -> Iterator[None]:
+    """MLflow's model logging reads the global tracking URI and experiment; point both at the run for the call."""
+    import mlflow
+
+    try:  # restores "unset" exactly (a later MLFLOW_TRACKING_URI still applies); private, hence the fallback
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    except ImportError:
+        _use_tracking_uri = None
+    previous_uri = mlflow.get_tracking_uri()
+    previous_experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    # Without this, MLflow 3 files the logged model under the store's Default experiment, not the run's.
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    try:
+        if _use_tracking_uri is not None:
+            with _use_tracking_uri(uri):
+                yield
+        else:
+            mlflow.set_tracking_uri(uri)
+            try:
+                yield
+            finally:
+                mlflow.set_tracking_uri(previous_uri)
+    finally:
+        if previous_experiment is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = previous_experiment
+
+
+def log_pytorch_model(run: Any, net: torch.nn.Module, example: torch.Tensor) -> Any:
+    """Log a CPU copy of ``net`` (eval mode) as model ``model`` of the run, with signature and input example.
+
+    Requirements are pinned to the running torch and mlflow instead of inferred (inference loads the
+    model in a subprocess and costs many seconds).
+    """
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    cpu_net = copy.deepcopy(net).cpu().eval()
+    example = example[:4].detach().cpu()
+    with torch.no_grad():
+        output = cpu_net(example)
+    signature = infer_signature(example.numpy(), output.numpy())
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    with _logging_target(run.tracking_uri, run.experiment_id):
+        return mlflow.pytorch.log_model(
+            cpu_net,
+            name=MODEL_NAME,
+            run_id=run.run_id,
+            signature=signature,
+            input_example=example.numpy(),
+            pip_requirements=requirements,
+        )
+
+
+def log_network(run: Any, module: Any, batch: Any) -> bool:
+    """Log ``module.net`` of an open ``TrackedRun`` when its input is a single tensor (classifiers); False when it was skipped.
+
+    Seq2seq networks take several tensors (source, lengths, target), which MLflow's PyTorch flavor
+    cannot serve; their checkpoints and ``dlrun.load`` are the way to reuse them.
+    """
+    example = module.example_input(batch)
+    if not isinstance(example, torch.Tensor) or not hasattr(module, "net"):
+        return False
+    log_pytorch_model(run, module.net, example)
+    return True

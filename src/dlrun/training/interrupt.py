@@ -1,0 +1,105 @@
+"""Keep the work of an interrupted run: on Ctrl-C or SIGTERM, stop at a step boundary with a resumable checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
+
+from dlrun.errors import RunInterrupted
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """During fit, hold Ctrl-C/SIGTERM until the next point Lightning can resume from exactly, then stop there.
+
+    - inside a training step: the step finishes, the full state goes to ``path`` (the run's ``last.ckpt``);
+    - during validation or between epochs: training stops before the next step, and the ``last.ckpt`` that
+      checkpointing wrote at the end of the epoch stays the resume point (its counters are consistent; a
+      save in between would resume one logging step off).
+
+    A second signal stops at once (resume then starts from the last ``last.ckpt``). Failures other than
+    interrupts save nothing: after a NaN loss the state is not worth resuming.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.saved: Path | None = None
+        self._previous: dict[int, Any] = {}
+        self._pending: int | None = None
+        self._at_step_end = False
+
+    # -- holding the signal ---------------------------------------------------------------------
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size != 1 or threading.current_thread() is not threading.main_thread():
+            return  # DDP ranks are stopped by their launcher; keep Lightning's own handling there
+        for signum in SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._pending is None and self._previous:
+            self._pending = signum
+            name = signal.Signals(signum).name
+            print(f"dlrun: {name} received: stopping after this training step (send it again to stop now)",
+                  file=sys.stderr, flush=True)
+            return
+        self._forward(signum, frame)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        """Hand the signal to the handler that was there before (dlrun's CLI raises RunInterrupted)."""
+        handler = self._previous.get(signum, signal.SIG_DFL)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            raise RunInterrupted(signum)
+
+    def _stop_if_pending(self, at_step_end: bool) -> None:
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            self._at_step_end = at_step_end
+            self._forward(signum, None)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._stop_if_pending(at_step_end=False)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._stop_if_pending(at_step_end=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_if_pending(at_step_end=False)  # a signal during the last validation: training is complete
+        self._restore()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        at_step_end, self._at_step_end = self._at_step_end, False
+        if not isinstance(exception, (KeyboardInterrupt, RunInterrupted)) or not at_step_end:
+            return
+        if trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0:
+            return
+        # Write aside, then rename: a second Ctrl-C during the save must not leave a torn last.ckpt.
+        partial = self.path.with_name(self.path.name + ".partial")
+        trainer.save_checkpoint(partial, weights_only=False)  # full state: optimizer, schedule, loops
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+        self.saved = self.path

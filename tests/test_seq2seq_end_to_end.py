@@ -1,0 +1,131 @@
+"""``dlrun experiment=multi30k_gru_attn`` end to end on the real Multi30k, and the text data errors at the CLI."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import DATA, all_runs, dlrun, dlrun_many, store_uri
+
+MULTI30K = DATA / "multi30k"
+pytestmark = pytest.mark.skipif(not (MULTI30K / "train.de.gz").is_file(), reason="Multi30k not found")
+
+
+def text_args(train_src: Path, train_tgt: Path) -> list[str]:
+    """``data=text`` with the given training files and the real validation/test files."""
+    return [
+        "data=text",
+        "model=seq2seq",
+        f"data.train_src={train_src}",
+        f"data.train_tgt={train_tgt}",
+        f"data.val_src={MULTI30K / 'val.de.gz'}",
+        f"data.val_tgt={MULTI30K / 'val.en.gz'}",
+        f"data.test_src={MULTI30K / 'test_2016_flickr.de.gz'}",
+        f"data.test_tgt={MULTI30K / 'test_2016_flickr.en.gz'}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One short training of the preset, plus two runs on broken corpora, two processes at a time."""
+    root = tmp_path_factory.mktemp("s2s")
+    for name in ("train", "misaligned", "latin1"):
+        (root / name).mkdir()
+    misaligned = root / "misaligned" / "short.en"
+    misaligned.write_text("a man .\na dog .\n", encoding="utf-8")
+    latin1 = root / "latin1" / "bad.de"
+    latin1.write_bytes("ein mann .\n".encode() + "ein gr\xfcner raum .\n".encode("latin-1"))
+    train = [
+        "experiment=multi30k_gru_attn",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=1",
+        # A smaller network and shorter decoding keep this a pipeline check of seconds, not minutes.
+        "model.emb_size=64",
+        "model.hidden_size=128",
+        "objective.beam_size=2",
+        "objective.max_decode_len=30",
+        f"tracking.uri={store_uri(root / 'train')}",
+    ]
+    jobs = {
+        "train": (train, root / "train"),
+        "misaligned": (
+            [*text_args(MULTI30K / "val.de.gz", misaligned), f"tracking.uri={store_uri(root / 'misaligned')}"],
+            root / "misaligned",
+        ),
+        "latin1": (
+            [*text_args(latin1, MULTI30K / "val.en.gz"), f"tracking.uri={store_uri(root / 'latin1')}"],
+            root / "latin1",
+        ),
+    }
+    out = dlrun_many(jobs)
+    out["root"] = root
+    return out
+
+
+def test_preset_records_a_finished_run_with_translation_metrics(results: dict) -> None:
+    result = results["train"]
+    assert result.returncode == 0, result.describe()
+    [run] = all_runs(store_uri(results["root"] / "train"))
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "multi30k_gru_attn"
+    metrics = run.data.metrics
+    for name in ("train/loss", "val/loss", "val/ppl", "val/bleu", "test/bleu", "test/ppl", "train/tokens_per_s"):
+        assert name in metrics, sorted(metrics)
+    # Length bucketing keeps padding low even over a handful of batches.
+    assert 0.0 < metrics["train/pad_fraction"] < 0.15
+    assert metrics["val/ppl"] > 1.0
+    assert 0.0 <= metrics["val/bleu"] <= 100.0
+    assert run.data.params["data.batching"] == "bucket"
+    assert run.data.tags["dlrun.bleu_signature"].startswith("nrefs:1|case:lc")
+
+
+def test_preset_logs_attention_plots_samples_and_vocabularies(results: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = store_uri(results["root"] / "train")
+    [run] = all_runs(uri)
+    client = MlflowClient(tracking_uri=uri)
+    plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots/epoch_000")]
+    assert len(plots) == 8 and all(p.endswith(".png") for p in plots)
+    png = Path(client.download_artifacts(run.info.run_id, plots[0]))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sample = Path(client.download_artifacts(run.info.run_id, "samples/epoch_000.txt")).read_text()
+    assert sample.count("reference:") == 8 and "hypothesis:" in sample
+    vocab = Path(client.download_artifacts(run.info.run_id, "vocab/tgt_vocab.txt")).read_text().split("\n")
+    assert vocab[:4] == ["<pad>", "<unk>", "<bos>", "<eos>"]
+
+
+def test_checkpoint_holds_the_vocabulary_and_loads_weights_only(results: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = store_uri(results["root"] / "train")
+    [run] = all_runs(uri)
+    client = MlflowClient(tracking_uri=uri)
+    [ckpt] = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints") if a.path.endswith(".ckpt")]
+    checkpoint = torch.load(client.download_artifacts(run.info.run_id, ckpt), weights_only=True)
+    state = checkpoint["TextDataModule"]
+    assert state["tgt_vocab"][:4] == ["<pad>", "<unk>", "<bos>", "<eos>"]
+    assert len(state["src_vocab"]) == checkpoint["state_dict"]["net.src_embed.weight"].shape[0]
+
+
+def test_misaligned_files_name_both_files_and_counts(results: dict) -> None:
+    result = results["misaligned"]
+    assert result.returncode != 0
+    line = result.error
+    assert "val.de.gz" in line and "short.en" in line
+    assert "1014" in line and "2" in line
+    [run] = all_runs(store_uri(results["root"] / "misaligned"))
+    assert run.info.status == "FAILED"
+
+
+def test_undecodable_bytes_name_the_file_and_line(results: dict) -> None:
+    result = results["latin1"]
+    assert result.returncode != 0
+    line = result.error
+    assert "bad.de" in line and "line 2" in line
+    assert "Traceback" not in result.stderr

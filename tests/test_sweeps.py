@@ -1,0 +1,230 @@
+"""Sweeps: one parent run per sweep, child runs per job, the table, failing jobs, resumed sweeps, joblib
+workers, Optuna, SLURM through submitit's local executor, and SQLite stores under concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import all_runs, dlrun, store_uri
+
+from dlrun.tracking.identity import config_hash
+from dlrun.tracking.sweep import JobFailed, Sweep, job_rows
+from dlrun.tracking.sweep_table import JobRow, best_row, common_overrides, sweep_table, table_text
+
+# Tiny jobs: the sweep machinery is under test, not the training.
+LIMITS = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "data.eval_batch_size=500",
+    "model.hidden_sizes=[64]",
+    "tracking.log_model=false",
+    "callbacks.plots=false",
+]
+PARENT = "mlflow.parentRunId"
+
+
+def split_runs(uri: str) -> tuple[list, list]:
+    """(parent runs, child runs) of the store."""
+    runs = all_runs(uri)
+    return [r for r in runs if PARENT not in r.data.tags], [r for r in runs if PARENT in r.data.tags]
+
+
+def artifact_text(uri: str, run_id: str, name: str, folder: Path) -> str:
+    """Download one artifact of a run and read it."""
+    from mlflow.tracking import MlflowClient
+
+    return Path(MlflowClient(uri).download_artifacts(run_id, name, str(folder))).read_text(encoding="utf-8")
+
+
+def test_joblib_sweep_groups_jobs_keeps_going_after_a_failure_and_resumes(tmp_path: Path) -> None:
+    uri = store_uri(tmp_path)
+    sweep = ["-m", "optimizer.lr=0.001,-1", *LIMITS, f"tracking.uri={uri}"]
+    first = dlrun([*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
+
+    # The failing job (negative lr) did not sink the other one; the command still fails, naming it.
+    assert first.returncode == 1, first.describe()
+    assert first.error.startswith(
+        "sweep: 1 of 2 jobs failed; first: #1 (optimizer.lr=-1): ValueError: Invalid learning rate"
+    )
+    parents, children = split_runs(uri)
+    assert len(parents) == 1 and len(children) == 2, first.describe()
+    parent = parents[0]
+    by_status = {r.info.status: r for r in children}
+    assert set(by_status) == {"FINISHED", "FAILED"}
+    done, failed = by_status["FINISHED"], by_status["FAILED"]
+    sweep_id = parent.data.tags["dlrun.sweep_id"]
+    for child in children:
+        assert child.data.tags[PARENT] == parent.info.run_id
+        assert child.data.tags["dlrun.sweep_id"] == sweep_id
+        assert len(child.data.tags["dlrun.config_hash"]) == 16
+    assert done.data.tags["dlrun.config_hash"] != failed.data.tags["dlrun.config_hash"]
+    assert "Invalid learning rate" in failed.data.tags["dlrun.error"]
+    assert {"val/acc", "test/acc"} <= set(done.data.metrics)
+    assert done.data.params["optimizer.lr"] == "0.001"
+
+    # The parent carries the sweep's arguments, the best job and the table.
+    assert parent.info.status == "FAILED"
+    assert parent.data.params["optimizer.lr"] == "0.001,-1"
+    assert "optimizer.lr=0.001,-1" in parent.data.tags["dlrun.sweep_args"]
+    assert parent.data.tags["dlrun.best_run_id"] == done.info.run_id
+    assert parent.data.metrics["val/acc"] == pytest.approx(done.data.metrics["val/acc"])
+    table = artifact_text(uri, parent.info.run_id, "sweep_table.txt", tmp_path / "a1")
+    assert done.info.run_id in table and failed.info.run_id in table
+    assert "FAILED: ValueError: Invalid learning rate: -1" in table
+    assert "Invalid learning rate: -1" in first.stdout and done.info.run_id in first.stdout
+
+    # Same command again (in-process launcher this time): the finished job is skipped, the failed one reruns.
+    second = dlrun(sweep, tmp_path)
+    assert second.returncode == 1, second.describe()
+    parents2, children2 = split_runs(uri)
+    assert len(parents2) == 2
+    assert sorted(r.info.status for r in children2) == ["FAILED", "FAILED", "FINISHED"]
+    new_parent = next(p for p in parents2 if p.info.run_id != parent.info.run_id)
+    jobs = json.loads(artifact_text(uri, new_parent.info.run_id, "sweep_jobs.json", tmp_path / "a2"))
+    assert [(j["num"], j["status"], j["reused_run_id"]) for j in jobs] == [
+        (0, "SKIPPED", done.info.run_id),
+        (1, "FAILED", None),
+    ]
+    assert jobs[0]["value"] == pytest.approx(done.data.metrics["val/acc"])
+    assert f"skipped, done in {done.info.run_id}" in second.stdout
+
+
+def test_optuna_search_trials_are_child_runs(tmp_path: Path) -> None:
+    uri = store_uri(tmp_path)
+    result = dlrun(
+        ["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", *LIMITS, f"tracking.uri={uri}"], tmp_path
+    )
+    assert result.returncode == 0, result.describe()
+    parents, children = split_runs(uri)
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].data.params["search.optimizer.lr"] == "tag(log, interval(1e-4, 1e-2))"
+    assert parents[0].data.tags["dlrun.sweeper"] == "optuna"
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert len({c.data.params["optimizer.lr"] for c in children}) == 2  # the sampler proposed two points
+    # What each job returned to Optuna is the val/acc its run recorded.
+    results = yaml.safe_load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml")).read_text())
+    assert results["best_value"] == pytest.approx(max(c.data.metrics["val/acc"] for c in children))
+
+
+WRITER = r"""
+import sys
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from dlrun.tracking.sqlite import prepare_sqlite
+from dlrun.tracking.store import get_or_create_experiment
+
+uri, worker = sys.argv[1], int(sys.argv[2])
+prepare_sqlite(uri)  # all four start on a file that does not exist yet
+client = MlflowClient(uri)
+experiment = get_or_create_experiment(client, "stress", None)
+for r in range(2):
+    run = client.create_run(experiment, run_name=f"w{worker}-{r}").info.run_id
+    client.log_batch(run, params=[Param(f"p{i}", str(i)) for i in range(50)])
+    for step in range(25):
+        client.log_metric(run, "loss", 1.0 / (step + 1), step=step)
+    client.log_batch(run, metrics=[Metric(f"m{i}", float(i), 0, 0) for i in range(20)])
+    client.set_tag(run, "worker", str(worker))
+    client.set_terminated(run, "FINISHED")
+"""
+
+
+def test_four_concurrent_writers_on_a_new_sqlite_store_lose_nothing(tmp_path: Path) -> None:
+    uri = store_uri(tmp_path, "new.db")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, uri, str(w)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for w in range(4)
+    ]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = all_runs(uri)
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert len(run.data.params) == 50 and len(run.data.metrics) == 21
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 25
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_sweep(tmp_path: Path) -> None:
+    uri = store_uri(tmp_path)
+    result = dlrun(
+        ["-m", "hydra/launcher=submitit_local", "model=mlp,cnn", *LIMITS[:-3], f"tracking.uri={uri}"], tmp_path
+    )
+    assert result.returncode == 0, result.describe()
+    parents, children = split_runs(uri)
+    assert len(parents) == 1 and sorted(c.data.params["model._target_"] for c in children) == [
+        "dlrun.models.cnn.CNN",
+        "dlrun.models.mlp.MLP",
+    ]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parents[0].data.tags["dlrun.launcher"] == "submitit_local"
+
+
+# ---- pieces, without a process
+
+
+def test_config_hash_ignores_the_output_dir_only() -> None:
+    config = {"paths": {"output_dir": "/a", "data_dir": "/d"}, "optimizer": {"lr": 0.001}}
+    moved = {"paths": {"output_dir": "/b", "data_dir": "/d"}, "optimizer": {"lr": 0.001}}
+    changed = {"paths": {"output_dir": "/a", "data_dir": "/d"}, "optimizer": {"lr": 0.002}}
+    assert config_hash(config) == config_hash(moved)
+    assert config_hash(config) != config_hash(changed)
+    assert config["paths"]["output_dir"] == "/a"  # the caller's dict is left alone
+
+
+def test_table_marks_the_best_finished_job_and_lists_shared_overrides_once() -> None:
+    rows = [
+        JobRow(0, ["model=mlp", "seed=1"], "FINISHED", 0.91, run_id="r0"),
+        JobRow(1, ["model=cnn", "seed=1"], "SKIPPED", 0.95, reused_run_id="old"),
+        JobRow(2, ["model=big", "seed=1"], "FAILED", None, run_id="r2", error="ValueError: boom"),
+    ]
+    assert best_row(rows, "max") is rows[1]
+    assert best_row(rows, "min") is rows[0]
+    assert common_overrides(rows) == ["seed=1"]
+    text = table_text(sweep_table(rows, "val/acc", "max", "sweep x"), width=200)
+    assert "skipped, done in old" in text and "FAILED: ValueError: boom" in text
+    assert "1 *" in text and "every job also had: seed=1" in text
+
+
+def test_job_records_of_other_sweeps_are_ignored(tmp_path: Path) -> None:
+    for num, sweep_id in ((0, "mine"), (1, "mine"), (2, "older")):
+        folder = tmp_path / str(num)
+        folder.mkdir()
+        record = {"sweep_id": sweep_id, "num": num, "overrides": [], "status": "FINISHED", "value": 0.5}
+        (folder / "dlrun_job.json").write_text(json.dumps(record))
+    assert [r.num for r in job_rows(tmp_path, Sweep("mine"))] == [0, 1]
+
+
+def test_failed_jobs_return_a_one_line_non_number() -> None:
+    from dlrun.errors import ConfigError
+
+    assert JobFailed.of(ValueError("bad\n  value")).error == "ValueError: bad value"
+    assert JobFailed.of(ConfigError("optimizer.lr: must be > 0")).error == "optimizer.lr: must be > 0"
+    with pytest.raises(TypeError):
+        float(JobFailed("x"))  # Optuna then records the trial as failed instead of crashing the search
+
+
+def test_a_sweep_with_tracking_off_runs_where_mlflow_is_not_installed(tmp_path: Path) -> None:
+    # As on the GPU machine of bench/gpu_check.sh: `import mlflow` fails there.
+    blocker = tmp_path / "no_mlflow" / "mlflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('mlflow is not installed here')\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(blocker.parent), os.environ.get("PYTHONPATH")]))}
+    result = dlrun(["-m", "tracking=none", "seed=1,2", *LIMITS], tmp_path, env=env)
+    assert result.returncode == 0, result.describe()
+    assert "2 jobs, 0 failed" in result.stdout
+    records = sorted(tmp_path.glob("multirun/*/*/*/dlrun_job.json"))
+    assert [json.loads(p.read_text())["status"] for p in records] == ["FINISHED", "FINISHED"]
