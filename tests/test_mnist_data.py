@@ -166,3 +166,12 @@ def test_shard_trims_to_equal_counts() -> None:
     assert shard(batches, 2, 0) == [0, 2, 4]
     assert shard(batches, 2, 1) == [1, 3, 5]
     assert shard(batches, 1, 0) == batches
+
+
+def test_evaluation_shards_keep_every_batch() -> None:
+    # 5 validation batches on 2 ranks: 3 + 2, every example evaluated once (training would trim to 2 + 2).
+    shares = [list(RandomBatchSampler(5000, 1000, shuffle=False, num_replicas=2, rank=r, even=False)) for r in (0, 1)]
+    assert [len(s) for s in shares] == [3, 2]
+    assert [len(RandomBatchSampler(5000, 1000, shuffle=False, num_replicas=2, rank=r, even=False)) for r in (0, 1)] == [3, 2]
+    assert sorted(i for share in shares for batch in share for i in batch) == list(range(5000))
+    assert shard([0, 1, 2, 3, 4], 2, 1, even=False) == [1, 3]

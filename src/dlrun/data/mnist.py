@@ -127,8 +127,9 @@ class MNISTDataModule(pl.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        # Training batches are trimmed to equal counts per rank (ranks step together); evaluation keeps all.
         sampler = RandomBatchSampler(
-            len(dataset), batch_size, shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank
+            len(dataset), batch_size, shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank, even=shuffle
         )
         # batch_size=None: the sampler yields whole index lists and the dataset slices tensors at once.
         return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory)

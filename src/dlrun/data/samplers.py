@@ -13,7 +13,8 @@ class RandomBatchSampler(Sampler[list[int]]):
 
     Each epoch's order is drawn from ``seed + epoch``, so runs are reproducible and
     ``set_epoch`` (called by Lightning) reshuffles. With ``num_replicas > 1`` every
-    rank takes a disjoint, equally long share of the batches.
+    rank takes a disjoint share of the batches: equally long when ``even`` (training, where
+    ranks step together), else every batch once (evaluation, so no example is left out).
     """
 
     def __init__(
@@ -25,9 +26,11 @@ class RandomBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        even: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        self.even = even
         self.num_examples = num_examples
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -54,17 +57,21 @@ class RandomBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
-        yield from (b.tolist() for b in shard(batches, self.num_replicas, self.rank))
+        yield from (b.tolist() for b in shard(batches, self.num_replicas, self.rank, self.even))
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_examples, self.batch_size)
         count = full + (1 if rest and not self.drop_last else 0)
-        return count // self.num_replicas if self.num_replicas > 1 else count
+        if self.num_replicas <= 1:
+            return count
+        if self.even:
+            return count // self.num_replicas
+        return len(range(self.rank, count, self.num_replicas))
 
 
-def shard(batches: list, num_replicas: int, rank: int) -> list:
-    """Give ``rank`` every ``num_replicas``-th batch, trimmed so all ranks get the same count."""
+def shard(batches: list, num_replicas: int, rank: int, even: bool = True) -> list:
+    """Give ``rank`` every ``num_replicas``-th batch; ``even`` trims so all ranks get the same count."""
     if num_replicas <= 1:
         return batches
-    usable = len(batches) - len(batches) % num_replicas
+    usable = len(batches) - len(batches) % num_replicas if even else len(batches)
     return batches[rank:usable:num_replicas]
