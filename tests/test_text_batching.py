@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dlrun.data.samplers import ordered_batches
 from dlrun.data.text_batching import (
     BATCHING_MODES,
     BucketBatchSampler,
-    OrderedBatchSampler,
     Ragged,
     TextBatch,
     TokenBatchSampler,
@@ -144,8 +144,8 @@ def test_token_batch_wider_than_max_tokens_goes_alone() -> None:
 
 
 def test_ordered_sampler_in_order_and_split_without_loss() -> None:
-    assert list(OrderedBatchSampler(7, 3)) == [[0, 1, 2], [3, 4, 5], [6]]
-    rank0, rank1 = OrderedBatchSampler(7, 3, 2, 0), OrderedBatchSampler(7, 3, 2, 1)
+    assert list(ordered_batches(7, 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    rank0, rank1 = ordered_batches(7, 3, 2, 0), ordered_batches(7, 3, 2, 1)
     assert list(rank0) == [[0, 1, 2], [6]] and len(rank0) == 2
     assert list(rank1) == [[3, 4, 5]] and len(rank1) == 1
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from dlrun.data.download import download, verify_md5
 from dlrun.data.errors import DataError
 from dlrun.data.idx import read_idx
-from dlrun.data.samplers import RandomBatchSampler
+from dlrun.data.samplers import RandomBatchSampler, ordered_batches
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -127,10 +127,10 @@ class MNISTDataModule(pl.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        # Training batches are trimmed to equal counts per rank (ranks step together); evaluation keeps all.
-        sampler = RandomBatchSampler(
-            len(dataset), batch_size, shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank, even=shuffle
-        )
+        if shuffle:
+            sampler = RandomBatchSampler(len(dataset), batch_size, seed=self.seed, num_replicas=world, rank=rank)
+        else:
+            sampler = ordered_batches(len(dataset), batch_size, world, rank)
         # batch_size=None: the sampler yields whole index lists and the dataset slices tensors at once.
         return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory)
 

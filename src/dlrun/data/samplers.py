@@ -8,14 +8,47 @@ import torch
 from torch.utils.data import Sampler
 
 
-class RandomBatchSampler(Sampler[list[int]]):
-    """Yield batches of example indices from a (optionally shuffled) permutation.
+class EpochBatchSampler(Sampler[list[int]]):
+    """Base of dlrun's samplers: each epoch's batches come from ``seed + epoch``, sharded over ranks.
 
-    Each epoch's order is drawn from ``seed + epoch``, so runs are reproducible and
-    ``set_epoch`` (called by Lightning) reshuffles. With ``num_replicas > 1`` every
-    rank takes a disjoint share of the batches: equally long when ``even`` (training, where
-    ranks step together), else every batch once (evaluation, so no example is left out).
+    Lightning calls ``set_epoch``, so every epoch reshuffles and runs are reproducible. With
+    ``num_replicas > 1`` each rank takes every ``num_replicas``-th batch: trimmed to equal counts
+    when ``even`` (training, where ranks step together), else all of them (evaluation, so that
+    every example counts once; ranks may then differ by one batch).
     """
+
+    def __init__(self, seed: int = 0, num_replicas: int = 1, rank: int = 0, even: bool = True) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank: must be in [0, {num_replicas}), got {rank}")
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.even = even
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the batches of the given epoch."""
+        self.epoch = epoch
+
+    def _all_batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        """Every batch of the epoch, for all ranks together."""
+        raise NotImplementedError
+
+    def _num_batches(self) -> int:
+        """How many batches ``_all_batches`` returns."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        for batch in shard(self._all_batches(generator), self.num_replicas, self.rank, self.even):
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        return len(shard(range(self._num_batches()), self.num_replicas, self.rank, self.even))
+
+
+class RandomBatchSampler(EpochBatchSampler):
+    """Batches of ``batch_size`` consecutive indices of a permutation (or of the file order, unshuffled)."""
 
     def __init__(
         self,
@@ -28,25 +61,16 @@ class RandomBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         even: bool = True,
     ) -> None:
+        super().__init__(seed, num_replicas, rank, even)
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-        self.even = even
         self.num_examples = num_examples
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of the given epoch."""
-        self.epoch = epoch
-
-    def _all_batches(self) -> list[torch.Tensor]:
+    def _all_batches(self, generator: torch.Generator) -> list[torch.Tensor]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_examples, generator=generator)
         else:
             order = torch.arange(self.num_examples)
@@ -55,18 +79,14 @@ class RandomBatchSampler(Sampler[list[int]]):
             batches.pop()
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._all_batches()
-        yield from (b.tolist() for b in shard(batches, self.num_replicas, self.rank, self.even))
-
-    def __len__(self) -> int:
+    def _num_batches(self) -> int:
         full, rest = divmod(self.num_examples, self.batch_size)
-        count = full + (1 if rest and not self.drop_last else 0)
-        if self.num_replicas <= 1:
-            return count
-        if self.even:
-            return count // self.num_replicas
-        return len(range(self.rank, count, self.num_replicas))
+        return full + (1 if rest and not self.drop_last else 0)
+
+
+def ordered_batches(num_examples: int, batch_size: int, num_replicas: int = 1, rank: int = 0) -> RandomBatchSampler:
+    """Evaluation batches in file order; batch k goes to rank ``k % num_replicas``; nothing is dropped."""
+    return RandomBatchSampler(num_examples, batch_size, shuffle=False, num_replicas=num_replicas, rank=rank, even=False)
 
 
 def shard(batches: list, num_replicas: int, rank: int, even: bool = True) -> list:

@@ -12,13 +12,13 @@ Batching modes (``make_batch_sampler``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from dlrun.data.samplers import RandomBatchSampler, shard
+from dlrun.data.samplers import EpochBatchSampler, RandomBatchSampler
 from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX
 
 BATCHING_MODES = ("padded", "dynamic", "bucket", "tokens")
@@ -154,37 +154,7 @@ def _length_order(src_lengths: torch.Tensor, tgt_lengths: torch.Tensor, generato
     return order[torch.argsort(src_lengths[order], stable=True)]
 
 
-class _EpochBatchSampler(Sampler[list[int]]):
-    """Common part: per-epoch batch list, sharded over DDP ranks."""
-
-    def __init__(self, seed: int, num_replicas: int, rank: int) -> None:
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank: must be in [0, {num_replicas}), got {rank}")
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle of the given epoch."""
-        self.epoch = epoch
-
-    def _all_batches(self, generator: torch.Generator) -> list[torch.Tensor]:
-        raise NotImplementedError
-
-    def _num_batches(self) -> int:
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        for batch in shard(self._all_batches(generator), self.num_replicas, self.rank):
-            yield batch.tolist()
-
-    def __len__(self) -> int:
-        return len(shard(range(self._num_batches()), self.num_replicas, self.rank))
-
-
-class BucketBatchSampler(_EpochBatchSampler):
+class BucketBatchSampler(EpochBatchSampler):
     """Length bucketing (torchtext BucketIterator style): sort by (source, target) length, batch, shuffle batches.
 
     Each epoch draws a fresh permutation, cuts it into random pools of ``sort_pool`` batches (0: one pool,
@@ -229,7 +199,7 @@ class BucketBatchSampler(_EpochBatchSampler):
         return full * -(-pool // self.batch_size) + -(-rest // self.batch_size)
 
 
-class TokenBatchSampler(_EpochBatchSampler):
+class TokenBatchSampler(EpochBatchSampler):
     """fairseq style: examples sorted by length, cut into batches of at most ``max_tokens`` padded tokens.
 
     A batch's cost is its size times its widest side (source + ``<eos>`` or target + ``<bos>``/``<eos>``).
@@ -267,36 +237,6 @@ class TokenBatchSampler(_EpochBatchSampler):
 
     def _num_batches(self) -> int:
         return len(self.batches)
-
-
-class OrderedBatchSampler(Sampler[list[int]]):
-    """Evaluation batches in file order; with DDP, batch k goes to rank ``k % num_replicas``.
-
-    Nothing is dropped, so every example is evaluated exactly once over all ranks; ranks may
-    therefore differ by one batch.
-    """
-
-    def __init__(self, num_examples: int, batch_size: int, num_replicas: int = 1, rank: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank: must be in [0, {num_replicas}), got {rank}")
-        self.num_examples = num_examples
-        self.batch_size = batch_size
-        self.num_replicas = num_replicas
-        self.rank = rank
-
-    def set_epoch(self, epoch: int) -> None:
-        """Order does not depend on the epoch."""
-
-    def __iter__(self) -> Iterator[list[int]]:
-        starts = range(self.rank * self.batch_size, self.num_examples, self.num_replicas * self.batch_size)
-        for start in starts:
-            yield list(range(start, min(start + self.batch_size, self.num_examples)))
-
-    def __len__(self) -> int:
-        num_batches = -(-self.num_examples // self.batch_size)
-        return len(range(self.rank, num_batches, self.num_replicas))
 
 
 def make_batch_sampler(

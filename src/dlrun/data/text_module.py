@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from dlrun.data.errors import DataError
 from dlrun.data.text import read_parallel
-from dlrun.data.text_batching import BATCHING_MODES, OrderedBatchSampler, Ragged, TextDataset, make_batch_sampler
+from dlrun.data.samplers import ordered_batches
+from dlrun.data.text_batching import BATCHING_MODES, Ragged, TextDataset, make_batch_sampler
 from dlrun.data.tokenizer import detokenize, tokenize
 from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
 
@@ -214,7 +215,7 @@ class TextDataModule(pl.LightningDataModule):
     def _sampler(self, split: str, dataset: TextDataset) -> Sampler[list[int]]:
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         if split != "train":
-            return OrderedBatchSampler(len(dataset), self.batch_size, world, rank)
+            return ordered_batches(len(dataset), self.batch_size, world, rank)
         return make_batch_sampler(
             self.batching,
             dataset.src.lengths,

@@ -6,8 +6,12 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlrun.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 def resolve_uri(uri: str | None, cwd: Path) -> tuple[str, str | None]:
@@ -40,7 +44,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         raise UserError(f"tracking.uri: cannot reach MLflow server at {uri} ({reason})") from err
 
 
-def get_or_create_experiment(client: "MlflowClient", name: str, artifact_root: str | None) -> str:  # noqa: F821
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     """Experiment id for ``name``, created (with ``artifact_root/<name>``) if new; safe under concurrent jobs."""
     from mlflow.exceptions import MlflowException
 
