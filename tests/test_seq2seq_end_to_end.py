@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import DATA, all_runs, dlrun, dlrun_many, store_uri
+from helpers import DATA, all_runs, dlrun_many, store_uri
 
 MULTI30K = DATA / "multi30k"
 pytestmark = pytest.mark.skipif(not (MULTI30K / "train.de.gz").is_file(), reason="Multi30k not found")
