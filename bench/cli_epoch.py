@@ -54,6 +54,7 @@ def logged_samples_per_s(uri: str) -> float:
 def main() -> None:
     """Alternate ``dlrun`` and the independent hand loop; print samples/s, the ratio, peak RSS, wall time."""
     parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
+    parser.add_argument("overrides", nargs="*", help="extra dlrun overrides (the smoke test trims validation and test)")
     args = parser.parse_args()
     set_threads(args.threads)  # inherited by both child processes through OMP_NUM_THREADS
     os.environ["DLRUN_DATA_DIR"] = str(data_dir())
@@ -64,7 +65,7 @@ def main() -> None:
     runs: dict[str, list[float]] = {"dlrun": [], "hand": [], "dlrun_peak_rss_mib": [], "dlrun_wall_s": []}
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        dlrun_argv = [dlrun_bin(), *COMMAND, *limit, f"tracking.uri={uri}"]
+        dlrun_argv = [dlrun_bin(), *COMMAND, *limit, *args.overrides, f"tracking.uri={uri}"]
         for repeat in range(args.repeats):
             _, wall, rss = run_measured(dlrun_argv, Path(tmp))
             runs["dlrun"].append(logged_samples_per_s(uri))
@@ -76,7 +77,7 @@ def main() -> None:
                   f"dlrun peak RSS {rss:.0f} MiB, wall {wall:.1f} s", flush=True)
     result: dict[str, Any] = {
         "machine": machine(),
-        "command": "dlrun " + " ".join([*COMMAND, *limit]),
+        "command": "dlrun " + " ".join([*COMMAND, *limit, *args.overrides]),
         "dlrun_samples_per_s": median(runs["dlrun"]),
         "hand_samples_per_s": median(runs["hand"]),
         "ratio": median([d / h for d, h in zip(runs["dlrun"], runs["hand"])]),

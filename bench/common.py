@@ -91,10 +91,12 @@ def hand_model(name: str) -> nn.Module:
 
 def size_args(parser: argparse.ArgumentParser, batches: int, repeats: int) -> argparse.ArgumentParser:
     """Add the size flags every script takes: ``--batches``, ``--repeats``, ``--json``."""
-    parser.add_argument("--batches", type=int, default=batches, help=f"batches/steps per measurement (default {batches}; 0: a full epoch where that applies)")
-    parser.add_argument("--repeats", type=int, default=repeats, help=f"alternating repeats, median reported (default {repeats})")
+    parser.add_argument(
+        "--batches", type=int, default=batches, help=f"batches/steps per measurement (default {batches}; 0: an epoch)"
+    )
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"alternating repeats (default {repeats})")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (default 1: stable on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on every side (default 1)")
     return parser
 
 

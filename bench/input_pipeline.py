@@ -82,7 +82,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, side in sides.items():
             runs[name].append(side())
-        print(f"repeat {repeat + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()) + " batches/s", flush=True)
+        line = "  ".join(f"{name} {values[-1]:.0f}" for name, values in runs.items())
+        print(f"repeat {repeat + 1}: {line} batches/s", flush=True)
     result: dict[str, Any] = {"machine": machine(), "batch_size": BATCH_SIZE, "batches": args.batches or "epoch"}
     result["batches_per_s"] = {name: median(values) for name, values in runs.items()}
     for name in ("per_sample_0_workers", "per_sample_2_workers"):

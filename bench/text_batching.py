@@ -24,7 +24,6 @@ import gc
 import logging
 import os
 import threading
-import time
 import warnings
 from typing import Any
 
@@ -149,8 +148,11 @@ def main() -> None:
             cfg, datamodule = built[mode]
             runs[mode].append(train_steps(datamodule, fresh_module(cfg, datamodule, repeat), args.batches, accelerator))
             stats = runs[mode][-1]
-            print(f"round {repeat + 1} {mode:8s} {stats['tokens_per_s']:8.0f} tokens/s  pad {stats['pad_fraction_steps']:.3f}  "
-                  f"peak {stats['peak_mib']:.0f} MiB", flush=True)
+            print(
+                f"round {repeat + 1} {mode:8s} {stats['tokens_per_s']:8.0f} tokens/s  "
+                f"pad {stats['pad_fraction_steps']:.3f}  peak {stats['peak_mib']:.0f} MiB",
+                flush=True,
+            )
     result: dict[str, Any] = {"machine": machine(), "accelerator": accelerator, "steps": args.batches, "modes": {}}
     for mode, stats in runs.items():
         result["modes"][mode] = {key: median([s[key] for s in stats]) for key in stats[0]}

@@ -8,7 +8,8 @@ same process and thread count, 55,000 training images. dlrun runs through ``dlru
 config, Lightning Trainer with dlrun's callbacks, MLflow run in a scratch SQLite store) and its samples/s
 is the ``train/samples_per_s`` it logged to MLflow. The hand loop indexes in-memory float tensors and is
 timed the way dlrun's ``Throughput`` callback times an epoch: from the start of the first step to the end
-of the last one. Sides alternate (dlrun, hand, dlrun, hand, ...) after one untimed warm-up of each.
+of the last one. Sides alternate (dlrun, hand, dlrun, hand, ...) after one untimed warm-up of each
+(skipped for a single repeat).
 """
 
 from __future__ import annotations
@@ -97,18 +98,20 @@ def main() -> None:
     images = images[order].unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)  # normalized once, outside timing
     labels = labels[order]
 
-    results: dict[str, Any] = {"machine": machine(), "batch_size": BATCH_SIZE, "batches": args.batches or "epoch", "models": {}}
+    batches = args.batches or "epoch"
+    results: dict[str, Any] = {"machine": machine(), "batch_size": BATCH_SIZE, "batches": batches, "models": {}}
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
         workdir = Path(tmp)
         for model_name in args.models.split(","):
-            warm = min(args.batches or 20, 20)
-            dlrun_epoch(model_name, warm, 0, workdir)  # untimed warm-up of both sides
-            hand_epoch(model_name, images, labels, warm, 0)
+            if args.repeats > 1:  # untimed warm-up of both sides
+                dlrun_epoch(model_name, min(args.batches or 20, 20), 0, workdir)
+                hand_epoch(model_name, images, labels, min(args.batches or 20, 20), 0)
             runs: dict[str, list[float]] = {"dlrun": [], "hand": []}
             for repeat in range(args.repeats):
                 runs["dlrun"].append(dlrun_epoch(model_name, args.batches, repeat, workdir))
                 runs["hand"].append(hand_epoch(model_name, images, labels, args.batches, repeat))
-                print(f"{model_name} repeat {repeat + 1}: dlrun {runs['dlrun'][-1]:.0f}  hand {runs['hand'][-1]:.0f} samples/s", flush=True)
+                dl, hand = runs["dlrun"][-1], runs["hand"][-1]
+                print(f"{model_name} repeat {repeat + 1}: dlrun {dl:.0f}  hand {hand:.0f} samples/s", flush=True)
             ratios = [d / h for d, h in zip(runs["dlrun"], runs["hand"])]
             results["models"][model_name] = {
                 "dlrun_samples_per_s": median(runs["dlrun"]),

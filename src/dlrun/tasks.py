@@ -143,9 +143,10 @@ def build_trainer(cfg: DictConfig, job: Job, run: Any, callbacks: list[Any]) -> 
     kwargs = trainer_kwargs(cfg)
     logger: Any = False
     if run.run_id is not None:
-        from dlrun.tracking.logger import RunLogger
+        from dlrun.tracking.logger import DeferStepMetrics, RunLogger
 
         logger = RunLogger(run.tracking_uri, run.run_id)
+        callbacks.append(DeferStepMetrics())  # step metrics in batches: no store write on the hot path
     interactive = sys.stdout.isatty()
     if interactive:
         from pytorch_lightning.callbacks import RichProgressBar

@@ -1,0 +1,55 @@
+"""The benchmark scripts at tiny sizes (``bench/run_all.py --smoke``), so they keep running; numbers are not checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, dlrun_env
+
+BENCH = REPO / "bench"
+SCRIPTS = ("train_overhead", "cli_epoch", "input_pipeline", "text_batching", "startup")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Run every script at smoke size, three at a time; return the report and the results folder."""
+    tmp = tmp_path_factory.mktemp("bench")
+    report, results = tmp / "benchmarks.md", tmp / "results"
+    argv = [sys.executable, str(BENCH / "run_all.py"), "--smoke", "--jobs", "3", "--out", str(report)]
+    argv += ["--results", str(results)]
+    proc = subprocess.run(argv, env=dlrun_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return report, results
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_wrote_results(smoke: tuple[Path, Path], name: str) -> None:
+    result = json.loads((smoke[1] / f"{name}.json").read_text())
+    assert result["machine"]["cores"] >= 1
+    assert result["machine"]["torch_threads"] == 1
+
+
+def test_report_has_every_row_between_markers(smoke: tuple[Path, Path]) -> None:
+    text = smoke[0].read_text()
+    block = text.split("<!-- bench:start -->", 1)[1].split("<!-- bench:end -->", 1)[0]
+    for row in ("MLP training", "train/samples_per_s", "peak RSS", "input pipeline", "`bucket` pad fraction",
+                "`bucket` vs `padded`", "`dlrun --help`", "fast_dev_run", "python bench/startup.py"):  # fmt: skip
+        assert row in block, row
+    assert "Smoke sizes" in block
+
+
+def test_report_keeps_the_text_around_the_markers(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from run_all import END, START, write
+    finally:
+        sys.path.remove(str(BENCH))
+    path = tmp_path / "b.md"
+    path.write_text(f"# Title\n\nnotes before\n\n{START}\nold table\n{END}\n\nnotes after\n")
+    write(path, f"{START}\nnew table\n{END}")
+    assert path.read_text() == f"# Title\n\nnotes before\n\n{START}\nnew table\n{END}\n\nnotes after\n"
