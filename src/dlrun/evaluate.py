@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from dlrun.config.restore import restore_config
     from dlrun.config.validate import check_choice
     from dlrun.tasks import build_trainer, check_config, current_job, picture_callbacks, run_spec
-    from dlrun.tracking.run import flatten, is_rank_zero, tracked_run
+    from dlrun.tracking.run import is_rank_zero, tracked_run
 
     job = current_job(cfg)
     source = load_source(cfg, job)
@@ -52,9 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_choice(split, SPLITS, "split")
     config = OmegaConf.to_container(cfg, resolve=True)
     with tracked_run(source_run_spec(run_spec(cfg, job), source, "eval", cfg)) as run:
-        run.log_params(flatten(config))
-        run.log_yaml(config, "config.yaml")
-        run.log_yaml(job.overrides, "overrides.yaml")
+        run.log_config(config, job.overrides)
         check_config(cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module = build_trained(cfg, source)

@@ -27,7 +27,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
     from dlrun.config.restore import restore_config
     from dlrun.evaluate import source_run_spec
     from dlrun.tasks import check_config, current_job, run_spec
-    from dlrun.tracking.run import flatten, tracked_run
+    from dlrun.tracking.run import tracked_run
 
     stdout = sys.stdout
     job = current_job(cfg)
@@ -37,9 +37,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
         cfg = restore_config(cfg, source.config, job.overrides)
         config = OmegaConf.to_container(cfg, resolve=True)
         with tracked_run(source_run_spec(run_spec(cfg, job), source, "predict", cfg)) as run:
-            run.log_params(flatten(config))
-            run.log_yaml(config, "config.yaml")
-            run.log_yaml(job.overrides, "overrides.yaml")
+            run.log_config(config, job.overrides)
             check_config(cfg)
             datamodule, module = build_trained(cfg, source)
             module.eval().to(_device(cfg))

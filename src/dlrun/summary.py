@@ -38,19 +38,12 @@ def layer_table(records: list[LayerRecord], title: str = "") -> Any:
 
 def summary(cfg: DictConfig) -> list[LayerRecord]:
     """Check shapes and print the model's layer table for one real training batch; return the records."""
-    import pytorch_lightning as pl
     from rich.console import Console
 
-    from dlrun.config.build import build
     from dlrun.inspect import trace
-    from dlrun.tasks import build_module, check_config, example_batch
+    from dlrun.tasks import example_batch, prepare
 
-    check_config(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build(cfg.data, "data")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    datamodule, module = prepare(cfg)
     records = trace(module, example_batch(datamodule))
     # Off a terminal rich assumes 80 columns and would wrap the shapes; logs and pipes read better wide.
     console = Console() if sys.stdout.isatty() else Console(width=160)

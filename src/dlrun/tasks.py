@@ -21,7 +21,7 @@ from dlrun.config.build import build, check_node
 from dlrun.config.validate import check_call, check_choice
 from dlrun.console import print_config
 from dlrun.errors import ConfigError
-from dlrun.tracking.run import RunSpec, flatten, is_rank_zero, tracked_run
+from dlrun.tracking.run import RunSpec, is_rank_zero, tracked_run
 
 # Lightning's start-up chatter (hardware lines, ads) and a torch-internal deprecation say nothing about the run.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
@@ -134,6 +134,18 @@ def check_config(cfg: DictConfig) -> None:
     trainer_kwargs(cfg)
 
 
+def prepare(cfg: DictConfig) -> tuple[Any, Any]:
+    """Check the config, seed, load the data and build the module sized by it (train and summary start here)."""
+    import pytorch_lightning as pl
+
+    check_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build(cfg.data, "data")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule, build_module(cfg, datamodule)
+
+
 def build_trainer(cfg: DictConfig, job: Job, run: Any, callbacks: list[Any]) -> Any:
     """A Lightning Trainer from ``cfg.trainer`` plus dlrun's callbacks and MLflow logger."""
     import pytorch_lightning as pl
@@ -141,6 +153,10 @@ def build_trainer(cfg: DictConfig, job: Job, run: Any, callbacks: list[Any]) -> 
     from dlrun.training.callbacks import EpochLine
 
     kwargs = trainer_kwargs(cfg)
+    if kwargs.get("profiler") is None:
+        from dlrun.training.profiling import NoProfiler
+
+        kwargs["profiler"] = NoProfiler()  # Lightning's default no-op profiler, without its cost per hook call
     logger: Any = False
     if run.run_id is not None:
         from dlrun.tracking.logger import DeferStepMetrics, RunLogger
@@ -208,13 +224,12 @@ def model_summary(module: Any, batch: Any) -> str:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit, then test the best checkpoint; record everything in one MLflow run; return ``optimized_metric``."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping
 
     from dlrun.resume import find_resume_point
     from dlrun.training.attention_plots import TranslationSamples
     from dlrun.training.callbacks import EmbedConfig, FiniteLoss, Throughput
-    from dlrun.training.checkpointing import last_checkpoint
+    from dlrun.training.checkpointing import ModelCheckpoint, last_checkpoint
     from dlrun.training.interrupt import CheckpointOnInterrupt
     from dlrun.training.rng import RngState
 
@@ -236,18 +251,10 @@ def train(cfg: DictConfig) -> float | None:
             return reused.value
     with tracked_run(spec) as run:
         if resume is None or resume.run_id is None:
-            run.log_params(flatten(config))
-            run.log_yaml(config, "config.yaml")
-            run.log_yaml(job.overrides, "overrides.yaml")
+            run.log_config(config, job.overrides)
         else:
             run.set_tags(resume.tags())
-        check_config(cfg)
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-        datamodule = build(cfg.data, "data")
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        module = build_module(cfg, datamodule)
+        datamodule, module = prepare(cfg)
         if hasattr(datamodule, "save_vocab"):
             for path in datamodule.save_vocab(job.output_dir / "vocab"):
                 run.log_artifact(path, "vocab")

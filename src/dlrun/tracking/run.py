@@ -75,6 +75,12 @@ class TrackedRun:
         """Store ``data`` as a YAML artifact."""
         self.log_text(yaml.safe_dump(data, sort_keys=False), name)
 
+    def log_config(self, config: Mapping[str, Any], overrides: list[str]) -> None:
+        """The job's resolved config as flattened params and ``config.yaml``, its overrides as ``overrides.yaml``."""
+        self.log_params(flatten(config))
+        self.log_yaml(config, "config.yaml")
+        self.log_yaml(overrides, "overrides.yaml")
+
     def terminate(self, status: str) -> None:
         """Close the run with FINISHED, FAILED or KILLED."""
         self.status = status
