@@ -1,7 +1,7 @@
 """The ``dlrun`` command as users run it: one MNIST MLP epoch, its logged samples/s and peak memory,
 against an independent hand-written loop (``bench/hand_mnist.py``, no dlrun code) in its own process.
 
-    python bench/cli_epoch.py                               # full epoch, 3 alternating repeats
+    python bench/cli_epoch.py                               # full epoch, 5 alternating repeats
     python bench/cli_epoch.py --batches 5 --repeats 1
 
 dlrun side: ``dlrun experiment=mnist_mlp trainer.max_epochs=1 data.batch_size=128`` (plus a scratch MLflow
@@ -53,7 +53,7 @@ def logged_samples_per_s(uri: str) -> float:
 
 def main() -> None:
     """Alternate ``dlrun`` and the independent hand loop; print samples/s, the ratio, peak RSS, wall time."""
-    parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
+    parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=5)
     parser.add_argument("overrides", nargs="*", help="extra dlrun overrides (the smoke test trims validation and test)")
     args = parser.parse_args()
     set_threads(args.threads)  # inherited by both child processes through OMP_NUM_THREADS

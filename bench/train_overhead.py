@@ -1,6 +1,6 @@
 """Training overhead: one MNIST epoch trained by ``dlrun`` vs by a minimal hand-written PyTorch loop.
 
-    python bench/train_overhead.py                         # MLP and CNN, full epoch, 3 alternating repeats
+    python bench/train_overhead.py                         # MLP and CNN, full epoch, 5 alternating repeats
     python bench/train_overhead.py --models mlp --batches 50 --repeats 1
 
 Both sides: same network (MLP 784-512-512-10 dropout 0.2, or the example CNN), batch size 128, Adam 1e-3,
@@ -86,7 +86,7 @@ def dlrun_epoch(model_name: str, batches: int, seed: int, workdir: Path) -> floa
 
 def main() -> None:
     """Alternate dlrun and hand-written epochs per model; print samples/s medians and the ratio."""
-    parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
+    parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=5)
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
     args = parser.parse_args()
     set_threads(args.threads)
