@@ -8,6 +8,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from dlrun.training.figures import save_figure
+
 Publish = Callable[[Path, str], None]
 
 
@@ -29,11 +31,7 @@ def plot_attention(attention: Any, source: list[str], hypothesis: list[str], pat
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def format_samples(samples: list[dict[str, Any]]) -> str:

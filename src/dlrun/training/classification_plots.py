@@ -9,6 +9,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from dlrun.training.figures import save_figure
+
 Publish = Callable[[Path, str], None]
 
 
@@ -38,11 +40,7 @@ def plot_confusion(matrix: Any, path: Path, title: str = "") -> Path:
     accuracy = counts.trace() / max(counts.sum(), 1)
     ax.set_title(f"{title + ': ' if title else ''}accuracy {accuracy:.4f} of {counts.sum()}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_misclassified(images: Any, predicted: list[int], true: list[int], path: Path, columns: int = 8) -> Path:
@@ -62,11 +60,7 @@ def plot_misclassified(images: Any, predicted: list[int], true: list[int], path:
             ax.set_title(f"pred {predicted[k]} / true {true[k]}", fontsize=7)
     if n == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 class ClassificationPlots(pl.Callback):
