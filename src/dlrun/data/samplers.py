@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Sampler
 
 
-class EpochBatchSampler(Sampler[list[int]]):
+class EpochBatchSampler(Sampler[list[int] | torch.Tensor]):
     """Base of dlrun's samplers: each epoch's batches come from ``seed + epoch``, sharded over ranks.
 
     Lightning calls ``set_epoch``, so every epoch reshuffles and runs are reproducible. With
@@ -25,6 +25,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.even = even
         self.epoch = 0
+        self.as_tensors = False  # yield index tensors instead of lists (datasets that index tensors with them)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the batches of the given epoch."""
@@ -38,10 +39,10 @@ class EpochBatchSampler(Sampler[list[int]]):
         """How many batches ``_all_batches`` returns."""
         raise NotImplementedError
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         for batch in shard(self._all_batches(generator), self.num_replicas, self.rank, self.even):
-            yield batch.tolist()
+            yield batch if self.as_tensors else batch.tolist()
 
     def __len__(self) -> int:
         return len(shard(range(self._num_batches()), self.num_replicas, self.rank, self.even))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytorch_lightning as pl
 from pytorch_lightning import callbacks
 
 
@@ -22,6 +24,14 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
         if key is None:
             key = self.__dict__["_state_key"] = super().state_key
         return key
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Lightning's per-step checkpointing; with neither a step nor a time interval set there is nothing to do."""
+        if self._every_n_train_steps < 1 and self._train_time_interval is None and pl_module.automatic_optimization:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 def last_checkpoint(dirpath: Path) -> ModelCheckpoint:
