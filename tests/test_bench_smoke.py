@@ -37,7 +37,9 @@ def test_script_wrote_results(smoke: tuple[Path, Path], name: str) -> None:
 def test_report_has_every_row_between_markers(smoke: tuple[Path, Path]) -> None:
     text = smoke[0].read_text()
     block = text.split("<!-- bench:start -->", 1)[1].split("<!-- bench:end -->", 1)[0]
-    for row in ("MLP epoch, `dlrun.run` vs hand loop", "logged samples/s", "peak RSS", "MNIST batches/s",
+    for row in ("MLP epoch, `dlrun.run` vs hand loop", "bare Lightning `Trainer` vs hand loop",
+                "`dlrun.run` vs bare Lightning", "logged samples/s", "peak RSS", "MNIST batches/s",
+                "normalized once (CPU training)",
                 "`bucket` pad fraction", "`bucket` vs `padded`", "`dlrun --help`", "fast_dev_run",
                 "python bench/startup.py"):  # fmt: skip
         assert row in block, row
