@@ -26,6 +26,7 @@ SMOKE_CLI += ["tracking.log_model=false"]
 # script -> (full-size arguments, smoke arguments)
 SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "train_overhead": ([], ["--models", "mlp", "--batches", "5", "--repeats", "1"]),
+    "step_phases": ([], ["--batches", "5", "--repeats", "1"]),
     "cli_epoch": ([], ["--batches", "5", "--repeats", "1", *SMOKE_CLI]),
     "input_pipeline": ([], ["--batches", "5", "--repeats", "1"]),
     "text_batching": ([], ["--batches", "1", "--repeats", "1", "model.emb_size=16", "model.hidden_size=16"]),
@@ -138,6 +139,23 @@ def text_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def phases_table(r: dict[str, Any]) -> list[str]:
+    """Per-phase milliseconds of an MLP training step, for dlrun, bare Lightning and the hand loop."""
+    sides = r["phases_ms"]
+    names = {"dlrun": "dlrun", "lightning": "bare Lightning", "hand": "hand loop"}
+    lines = [
+        "Where an MLP step's time goes (`bench/step_phases.py`; ms, medians over the steps of an epoch, then"
+        " over repeats; the hand loop indexes its batch inside *to forward*):",
+        "",
+        row("phase", *(names[s] for s in sides)),
+        row(*["---"] * (len(sides) + 1)),
+    ]
+    for phase in sides["hand"]:
+        cells = [f"{sides[s][phase]:.3f}" for s in sides]
+        lines.append(row(f"**{phase}**" if phase == "step" else phase, *cells))
+    return lines
+
+
 def report(
     res: dict[str, dict[str, Any]], commands: list[str], start: dict[str, Any], threads: int, smoke: bool
 ) -> str:
@@ -157,6 +175,8 @@ def report(
     if smoke:
         lines += ["**Smoke sizes: these numbers say nothing about speed.**", ""]
     lines += [*table(res), ""]
+    if "step_phases" in res:
+        lines += [*phases_table(res["step_phases"]), ""]
     if "text_batching" in res:
         lines += [*text_table(res["text_batching"]), ""]
     lines += ["Commands, from the repository root:", "", "```", *commands, "```", END]

@@ -106,13 +106,8 @@ def lightning_epoch(model_name: str, images: torch.Tensor, labels: torch.Tensor,
     return sum(len(index) for index in order) / (clock.end - clock.start)
 
 
-def dlrun_epoch(model_name: str, batches: int, seed: int, workdir: Path) -> float:
-    """Samples/s that a one-epoch ``dlrun`` training logged as ``train/samples_per_s``."""
-    import dlrun
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    name = f"bench-{model_name}-{time.time_ns()}"
+def dlrun_overrides(model_name: str, batches: int, seed: int, workdir: Path, name: str) -> list[str]:
+    """The ``dlrun`` arguments of one benchmark epoch, tracked in a scratch SQLite store under ``workdir``."""
     overrides = [
         f"model={model_name}",
         "data=mnist",
@@ -125,13 +120,22 @@ def dlrun_epoch(model_name: str, batches: int, seed: int, workdir: Path) -> floa
         "trainer.limit_test_batches=1",
         "callbacks.plots=false",
         "tracking.log_model=false",
-        f"tracking.uri={uri}",
+        f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"tracking.run_name={name}",
         f"seed={seed}",
         f"hydra.run.dir={workdir / name}",
     ]
-    if batches:
-        overrides.append(f"trainer.limit_train_batches={batches}")
+    return overrides + ([f"trainer.limit_train_batches={batches}"] if batches else [])
+
+
+def dlrun_epoch(model_name: str, batches: int, seed: int, workdir: Path) -> float:
+    """Samples/s that a one-epoch ``dlrun`` training logged as ``train/samples_per_s``."""
+    import dlrun
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    name = f"bench-{model_name}-{time.time_ns()}"
+    overrides = dlrun_overrides(model_name, batches, seed, workdir, name)
     dlrun.run(overrides)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("mnist")

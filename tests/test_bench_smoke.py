@@ -12,7 +12,7 @@ import pytest
 from helpers import REPO, dlrun_env
 
 BENCH = REPO / "bench"
-SCRIPTS = ("train_overhead", "cli_epoch", "input_pipeline", "text_batching", "startup")
+SCRIPTS = ("train_overhead", "step_phases", "cli_epoch", "input_pipeline", "text_batching", "startup")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_report_has_every_row_between_markers(smoke: tuple[Path, Path]) -> None:
     block = text.split("<!-- bench:start -->", 1)[1].split("<!-- bench:end -->", 1)[0]
     for row in ("MLP epoch, `dlrun.run` vs hand loop", "bare Lightning `Trainer` vs hand loop",
                 "`dlrun.run` vs bare Lightning", "logged samples/s", "peak RSS", "MNIST batches/s",
-                "normalized once (CPU training)",
+                "normalized once (CPU training)", "Where an MLP step's time goes", "optimizer step",
                 "`bucket` pad fraction", "`bucket` vs `padded`", "`dlrun --help`", "fast_dev_run",
                 "python bench/startup.py"):  # fmt: skip
         assert row in block, row
