@@ -6,14 +6,18 @@ against an independent hand-written loop (``bench/hand_mnist.py``, no dlrun code
 
 dlrun side: ``dlrun experiment=mnist_mlp trainer.max_epochs=1 data.batch_size=128`` (plus a scratch MLflow
 store) in a fresh process; its ``train/samples_per_s`` is read back from MLflow, its peak resident set
-size (the process and its children) from ``wait4``. Hand side: ``python bench/hand_mnist.py``. Both get
-the same ``OMP_NUM_THREADS``; they alternate, and medians are reported.
+size (the process and its children) from ``wait4``. The same command also runs with a pseudo-terminal as
+its output, as in an interactive shell, where dlrun draws its progress bar: once as shipped (redrawn every
+10 steps) and once redrawn after every step, as Lightning's stock bar does. Hand side:
+``python bench/hand_mnist.py``. All get the same ``OMP_NUM_THREADS``; they alternate, and medians are
+reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pty
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,26 @@ def run_measured(argv: list[str], cwd: Path) -> tuple[str, float, float]:
     return text, wall, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
+def run_in_terminal(argv: list[str], cwd: Path) -> None:
+    """Run ``argv`` with a pseudo-terminal as stdout and stderr (so it draws its progress bar); drain its output."""
+    main_fd, child_fd = pty.openpty()
+    env = {**os.environ, "TERM": os.environ.get("TERM", "xterm"), "COLUMNS": "120"}
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=child_fd, stderr=child_fd, env=env)
+    os.close(child_fd)
+    tail = b""
+    while True:
+        try:
+            data = os.read(main_fd, 1 << 16)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        tail = (tail + data)[-3000:]
+    os.close(main_fd)
+    if proc.wait() != 0:
+        sys.exit(f"bench: {' '.join(argv)} failed in a terminal (exit {proc.returncode}):\n{tail.decode(errors='replace')}")
+
+
 def logged_samples_per_s(uri: str) -> float:
     """``train/samples_per_s`` of the newest run in the store."""
     from mlflow.tracking import MlflowClient
@@ -63,6 +87,8 @@ def main() -> None:
     hand_limit = ["--batches", str(args.batches)] if args.batches else []
 
     runs: dict[str, list[float]] = {"dlrun": [], "hand": [], "dlrun_peak_rss_mib": [], "dlrun_wall_s": []}
+    terminal = {"dlrun_terminal": [], "dlrun_terminal_every_step": ["callbacks.progress_every_n_steps=1"]}
+    runs.update({side: [] for side in terminal})
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         dlrun_argv = [dlrun_bin(), *COMMAND, *limit, *args.overrides, f"tracking.uri={uri}"]
@@ -71,10 +97,13 @@ def main() -> None:
             runs["dlrun"].append(logged_samples_per_s(uri))
             runs["dlrun_peak_rss_mib"].append(rss)
             runs["dlrun_wall_s"].append(wall)
+            for side, extra in terminal.items():
+                run_in_terminal([*dlrun_argv, *extra], Path(tmp))
+                runs[side].append(logged_samples_per_s(uri))
             text, _, _ = run_measured([sys.executable, str(ROOT / "bench" / "hand_mnist.py"), *hand_limit], Path(tmp))
             runs["hand"].append(float(text.split("samples_per_s")[-1]))
-            print(f"repeat {repeat + 1}: dlrun {runs['dlrun'][-1]:.0f}  hand {runs['hand'][-1]:.0f} samples/s  "
-                  f"dlrun peak RSS {rss:.0f} MiB, wall {wall:.1f} s", flush=True)
+            sides = "  ".join(f"{side} {runs[side][-1]:.0f}" for side in ("dlrun", *terminal, "hand"))
+            print(f"repeat {repeat + 1}: {sides} samples/s  dlrun peak RSS {rss:.0f} MiB, wall {wall:.1f} s", flush=True)
     result: dict[str, Any] = {
         "machine": machine(),
         "command": "dlrun " + " ".join([*COMMAND, *limit, *args.overrides]),
@@ -85,6 +114,9 @@ def main() -> None:
         "dlrun_wall_s": median(runs["dlrun_wall_s"]),
         "runs": runs,
     }
+    for side in terminal:
+        result[f"{side}_samples_per_s"] = median(runs[side])
+        result[f"{side}_ratio"] = median([d / h for d, h in zip(runs[side], runs["hand"])])
     result["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
     emit(result, args.json)
 

@@ -84,6 +84,11 @@ def table(res: dict[str, dict[str, Any]]) -> list[str]:
     if "cli_epoch" in res:
         r = res["cli_epoch"]
         lines.append(ratio_row(f"MLP epoch, `{r['command']}` logged samples/s vs `bench/hand_mnist.py`", r))
+        bars = {"dlrun_terminal": "every 10 steps (default)", "dlrun_terminal_every_step": "after every step (stock)"}
+        for side, how in bars.items():
+            if side in r["runs"]:
+                what = f"same, in a terminal: progress bar redrawn {how}"
+                lines.append(ratio_row(what, r, side, "hand", target=side == "dlrun_terminal"))
         gib = r["dlrun_peak_rss_mib"] / 1024
         each = f"per repeat {per_repeat([v / 1024 for v in r['runs']['dlrun_peak_rss_mib']], 2)} GiB"
         lines.append(row("peak RSS of that run", f"{gib:.2f} GiB", "", each, "< 1.5 GiB", check(gib < 1.5)))

@@ -163,11 +163,12 @@ def build_trainer(cfg: DictConfig, job: Job, run: Any, callbacks: list[Any]) -> 
 
         logger = RunLogger(run.tracking_uri, run.run_id)
         callbacks.append(DeferStepMetrics())  # step metrics in batches: no store write on the hot path
-    interactive = sys.stdout.isatty()
+    every_n_steps = (cfg.get("callbacks") or {}).get("progress_every_n_steps", 10)
+    interactive = sys.stdout.isatty() and bool(every_n_steps)
     if interactive:
-        from pytorch_lightning.callbacks import RichProgressBar
+        from dlrun.training.progress import ProgressBar
 
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(ProgressBar(every_n_steps))
     else:
         callbacks.append(EpochLine())
     try:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from dlrun.models.search import beam_search, greedy_search
 from dlrun.training.losses import masked_cross_entropy
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from dlrun.training.progress import step_is_shown
 
 DecodeMethod = Literal["greedy", "beam"]
 
@@ -97,7 +98,8 @@ class TranslationModule(pl.LightningModule):
             logits, batch.tgt[:, 1:], self.pad_index, self.hparams.label_smoothing
         )
         loss = loss_sum / n_tokens.clamp(min=1)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch.src.size(0))
+        if self._trainer is None or step_is_shown(self._trainer, batch_idx):
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch.src.size(0))
         # Lightning's epoch mean weighted by batch_size=total is sum(pad) / sum(total) over the epoch:
         # it accumulates on the device (no host sync per step) and is ready before epoch-end callbacks.
         pad = (batch.src == self.pad_index).sum() + (batch.tgt == self.pad_index).sum()
