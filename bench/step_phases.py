@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from common import MEAN, STD, data_dir, emit, hand_model, machine, median, read_mnist, set_threads, size_args
-from train_overhead import BATCH_SIZE, TRAIN_SIZE, Batches, dlrun_overrides
+from common import data_dir, emit, hand_model, machine, median, set_threads, size_args
+from train_overhead import BATCH_SIZE, Batches, dlrun_overrides, training_set
 
 PHASES = {
     "batch_end>batch_start": "between steps",
@@ -165,10 +165,7 @@ def main() -> None:
     set_threads(args.threads)
     os.environ.setdefault("DLRUN_DATA_DIR", str(data_dir()))
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    images, labels = read_mnist(data_dir() / "mnist")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:TRAIN_SIZE]
-    images = images[order].unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
-    labels = labels[order]
+    images, labels = training_set()
     runs: dict[str, list[dict[str, float]]] = {"dlrun": [], "lightning": [], "hand": []}
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
         sides = {
