@@ -37,7 +37,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
 def run_script(name: str, args: list[str], results: Path, threads: int) -> tuple[str, dict[str, Any]]:
     """Run ``bench/<name>.py`` with ``args``; return its command line (from the repository root) and results."""
     out = results / f"{name}.json"
-    argv = [f"bench/{name}.py", *args, "--threads", str(threads), "--json", str(out)]
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out  # the command as a reader reruns it
+    argv = [f"bench/{name}.py", *args, "--threads", str(threads), "--json", str(shown)]
     print(f"== python {' '.join(argv)}", flush=True)
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
