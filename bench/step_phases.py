@@ -27,10 +27,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from common import data_dir, emit, hand_model, machine, median, set_threads, size_args
-from train_overhead import BATCH_SIZE, Batches, dlrun_overrides, training_set
+from train_overhead import BATCH_SIZE, dlrun_overrides, fit_bare_lightning, training_set
 
 PHASES = {
     "batch_end>batch_start": "between steps",
@@ -117,28 +116,9 @@ def hand(images: torch.Tensor, labels: torch.Tensor, batches: int) -> dict[str, 
 
 def lightning(images: torch.Tensor, labels: torch.Tensor, batches: int) -> dict[str, float]:
     """A bare Lightning Trainer around the hand loop's step."""
-    import pytorch_lightning as pl
-
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = hand_model("mlp")
-
-        @marked_training_step
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            return F.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
-
     order = torch.randperm(len(labels)).split(BATCH_SIZE)
     order = order[:batches] if batches else order
-    trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[marker_callback()], num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(Module(), train_dataloaders=DataLoader(Batches(images, labels, order), batch_size=None))
+    fit_bare_lightning("mlp", images, labels, order, marker_callback(), marked_training_step)
     return phase_medians()
 
 

@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +75,36 @@ class Batches(IterableDataset):
         return len(self.order)
 
 
-def lightning_epoch(model_name: str, images: torch.Tensor, labels: torch.Tensor, batches: int, seed: int) -> float:
-    """Samples/s of one epoch in a bare Lightning Trainer: the hand loop's step inside Lightning's loop."""
+def fit_bare_lightning(
+    model_name: str, images: torch.Tensor, labels: torch.Tensor, order: list[torch.Tensor], callback: Any,
+    wrap_step: Callable[[Any], Any] = lambda step: step,
+) -> None:  # fmt: skip
+    """One epoch of the hand loop's step in a bare Lightning Trainer (no logger, checkpoints or bar) with ``callback``."""
     import pytorch_lightning as pl
+
+    def training_step(self: Any, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.net = hand_model(model_name)
 
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            return F.cross_entropy(self.net(x), y)
-
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    Module.training_step = wrap_step(training_step)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[callback], num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(Module(), train_dataloaders=DataLoader(Batches(images, labels, order), batch_size=None))
+
+
+def lightning_epoch(model_name: str, images: torch.Tensor, labels: torch.Tensor, batches: int, seed: int) -> float:
+    """Samples/s of one epoch in a bare Lightning Trainer: the hand loop's step inside Lightning's loop."""
+    import pytorch_lightning as pl
 
     class Clock(pl.Callback):
         start: float | None = None
@@ -105,11 +120,7 @@ def lightning_epoch(model_name: str, images: torch.Tensor, labels: torch.Tensor,
     order = torch.randperm(len(labels)).split(BATCH_SIZE)
     order = order[:batches] if batches else order
     clock = Clock()
-    trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[clock], num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(Module(), train_dataloaders=DataLoader(Batches(images, labels, order), batch_size=None))
+    fit_bare_lightning(model_name, images, labels, order, clock)
     return sum(len(index) for index in order) / (clock.end - clock.start)
 
 
