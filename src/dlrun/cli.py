@@ -39,8 +39,29 @@ def _task(cfg: Any) -> Any:
         return JobFailed.of(err)
 
 
+# `dlrun NAME ...` commands beside the Hydra entry point: module and function, imported only when named.
+SUBCOMMANDS = {
+    "runs": ("dlrun.browse.commands", "runs_main"),
+    "ui": ("dlrun.browse.ui", "ui_main"),
+    "init": ("dlrun.starter", "init_main"),
+}
+
+
+def _subcommand(argv: list[str]) -> int | None:
+    """Run ``dlrun runs|ui|init ...`` and return its exit code; None when argv is a Hydra command line."""
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return None
+    import importlib
+
+    module, function = SUBCOMMANDS[argv[0]]
+    return int(getattr(importlib.import_module(module), function)(argv[1:]) or 0)
+
+
 def main() -> None:
-    """Console script: run Hydra on ``sys.argv`` and exit with dlrun's codes."""
+    """Console script: run a subcommand, or Hydra on ``sys.argv``, and exit with dlrun's codes."""
+    code = _subcommand(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     import hydra
 
     from dlrun.config.search_path import register, shipped_dir

@@ -28,3 +28,12 @@ class RunInterrupted(BaseException):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+class TrialPruned(Exception):
+    """A search's pruner stopped this trial early; the run is marked KILLED with tag ``dlrun.pruned``."""
+
+    def __init__(self, epoch: int, value: float | None = None) -> None:
+        super().__init__(f"pruned after epoch {epoch}" + (f" ({value:.6g})" if value is not None else ""))
+        self.epoch = epoch
+        self.value = value

@@ -1,0 +1,235 @@
+"""What dlrun needs from a data module and from an objective: the contract user classes implement.
+
+dlrun's own data modules (MNIST, parallel text) and objectives (classification, translation) are the
+first implementations of these base classes; yours can be too, or a plain ``LightningDataModule`` /
+``LightningModule`` (see ``docs/extending.md``). The task layer talks to data and objectives through
+``data_view`` and ``objective_view`` below and nothing else.
+
+- A **data module** (``DataModule``) hands the network its sizes (``dims``), keeps its state in
+  checkpoints (``state_dict``/``load_state_dict``, e.g. vocabularies) and may add callbacks and
+  artifacts to a run (``run_callbacks``).
+- An **objective** (``Objective``) is the ``LightningModule`` that trains a network: it names the
+  metric that checkpointing follows (``monitor``, ``mode``), takes the network's input out of a batch
+  (``example_input``, for summaries and the logged MLflow model), counts the units a batch trains on
+  (``count_units``, for throughput) and may add callbacks, artifacts and tags (``run_callbacks``).
+
+Subclasses of ``DataModule``/``Objective`` must implement every abstract member: one missing stops the
+run with one line naming the class and the member. Plain Lightning classes get the optional parts
+replaced by defaults, each said once on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+
+from dlrun.errors import ConfigError
+
+Mode = Literal["min", "max"]
+
+
+@dataclass
+class RunContext:
+    """What a module's ``run_callbacks`` hook may use: the run's folder, its artifacts and tags."""
+
+    output_dir: Path
+    publish: Callable[[Path, str], None] = lambda path, folder: None
+    """``publish(local_file, artifact_folder)``: copy a file into the run's artifacts (no-op untracked)."""
+    set_tags: Callable[[Mapping[str, str]], None] = lambda tags: None
+    """Set tags on the run (e.g. a metric's signature); no-op untracked."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The run's resolved config, as plain data."""
+
+
+class DataModule(pl.LightningDataModule):
+    """Base class of dlrun data modules: a ``LightningDataModule`` that sizes the network it feeds."""
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        """Keyword arguments handed to the model's (and the objective's) constructor, e.g.
+        ``{"input_shape": [1, 28, 28], "num_classes": 10}`` or vocabulary sizes and special ids.
+
+        Only the names a constructor takes are passed to it. Available after ``prepare_data`` and
+        ``setup("fit")`` (or after ``load_state_dict`` of a checkpoint's state).
+        """
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts, numbers, strings) saved into every checkpoint, e.g. vocabularies."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` saved; called before ``dims`` is read when a checkpoint is loaded."""
+
+    def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
+        """Lightning callbacks this data module adds to a training run; may publish artifacts at once."""
+        return []
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """Files each split is read from (``{"train": [...], "val": [...], "test": [...]}``), for the run's
+        dataset record in MLflow; empty when the data is generated or not file-based."""
+        return {}
+
+
+class Objective(pl.LightningModule):
+    """Base class of dlrun objectives: a ``LightningModule`` that trains a network and says how to judge it.
+
+    ``monitor`` and ``mode`` are usually constructor arguments (so configs can change them).
+    """
+
+    monitor: str
+    """Metric name that checkpointing, early stopping and sweeps follow, e.g. ``val/acc``."""
+    mode: Mode
+    """``max`` when a larger ``monitor`` is better, ``min`` otherwise."""
+    throughput_unit: str = "samples"
+    """What ``count_units`` counts: ``train/<unit>_per_s`` is logged per epoch."""
+
+    def example_input(self, batch: Any) -> Any:
+        """The network's input part of a batch (as ``forward`` takes it): a tensor or a tuple of tensors."""
+        raise NotImplementedError
+
+    def count_units(self, batch: Any) -> Any:
+        """Units a training batch trains on (samples, real target tokens): an int or a 0-dim device tensor."""
+        raise NotImplementedError
+
+    def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
+        """Lightning callbacks this objective adds to a run (plots, samples, tags set at test end)."""
+        return []
+
+    def predict_lines(self, lines: list[str], datamodule: Any) -> list[str]:
+        """Optional, for text models: one output line per input line (``task=predict input=FILE``),
+        e.g. a translation or a continuation; ``datamodule`` carries the checkpoint's vocabularies."""
+        raise NotImplementedError
+
+
+REQUIRED_OBJECTIVE = ("monitor", "mode", "example_input", "count_units")
+
+
+def _qualname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _overrides(obj: Any, base: type, name: str) -> bool:
+    """True when ``obj`` defines ``name`` itself rather than inheriting the base class's placeholder."""
+    for klass in type(obj).__mro__:
+        if klass is base:
+            return False
+        if name in vars(klass):
+            return True
+    return hasattr(obj, name) and not hasattr(base, name)
+
+
+def say_once(message: str, _said: set[str] = set()) -> None:  # noqa: B006 - the set is the memory
+    """Print ``dlrun: note: message`` on stderr the first time it is said in this process."""
+    if message not in _said:
+        _said.add(message)
+        print(f"dlrun: note: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class DataView:
+    """The task layer's view of any data module: sizes, checkpoint state key and run callbacks."""
+
+    module: pl.LightningDataModule
+
+    def dims(self, key: str = "data") -> dict[str, Any]:
+        """``module.dims``, required when dlrun builds a network for it (``model=``)."""
+        if isinstance(self.module, DataModule) and not _overrides(self.module, DataModule, "dims"):
+            raise ConfigError(f"{key}: {_qualname(self.module)} does not implement dims (dlrun.contracts.DataModule)")
+        dims = getattr(self.module, "dims", None)
+        if not isinstance(dims, Mapping):
+            raise ConfigError(
+                f"{key}: {_qualname(self.module)} has no dims property (a dict of sizes for the model; "
+                "see dlrun.contracts.DataModule), so model= cannot be sized by it"
+            )
+        return dict(dims)
+
+    @property
+    def state_key(self) -> str:
+        """Where Lightning keeps this data module's ``state_dict`` in a checkpoint."""
+        return type(self.module).__qualname__
+
+    def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
+        """The data module's own callbacks, if it has the hook."""
+        hook = getattr(self.module, "run_callbacks", None)
+        return list(hook(run)) if callable(hook) else []
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """Files per split, if the data module says (``{}`` otherwise)."""
+        hook = getattr(self.module, "data_files", None)
+        return {split: [Path(f) for f in files] for split, files in hook().items()} if callable(hook) else {}
+
+
+@dataclass
+class ObjectiveView:
+    """The task layer's view of any objective: a dlrun ``Objective`` or a plain ``LightningModule``."""
+
+    module: pl.LightningModule
+    monitor: str
+    mode: Mode
+
+    @property
+    def throughput_unit(self) -> str | None:
+        """Unit of ``train/<unit>_per_s``; None when the module cannot count units."""
+        return getattr(self.module, "throughput_unit", "samples") if self._has("count_units") else None
+
+    def _has(self, name: str) -> bool:
+        if isinstance(self.module, Objective):
+            return _overrides(self.module, Objective, name)
+        return callable(getattr(self.module, name, None))
+
+    def example_input(self, batch: Any) -> Any | None:
+        """The network's input for a batch; None (said once) when the module cannot say."""
+        if not self._has("example_input"):
+            say_once(f"{_qualname(self.module)} has no example_input(batch): no layer summary and no logged MLflow model")
+            return None
+        return self.module.example_input(batch)
+
+    def count_units(self, batch: Any) -> Any:
+        """Units of a training batch (the module must have ``count_units``; see ``throughput_unit``)."""
+        return self.module.count_units(batch)
+
+    def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
+        """The objective's own callbacks, if it has the hook."""
+        hook = getattr(self.module, "run_callbacks", None)
+        return list(hook(run)) if callable(hook) else []
+
+    @property
+    def predicts_lines(self) -> bool:
+        """True when the objective turns text lines into text lines (``predict_lines``)."""
+        return self._has("predict_lines")
+
+
+def data_view(datamodule: Any, key: str = "data") -> DataView:
+    """Check that ``datamodule`` is a ``LightningDataModule`` and wrap it for the task layer."""
+    if not isinstance(datamodule, pl.LightningDataModule):
+        raise ConfigError(f"{key}._target_: {_qualname(datamodule)} is not a LightningDataModule (see dlrun.contracts.DataModule)")
+    return DataView(datamodule)
+
+
+def objective_view(module: Any, monitor: str | None = None, mode: str | None = None, key: str = "objective") -> ObjectiveView:
+    """Check ``module`` against the objective contract and wrap it; ``monitor``/``mode`` (config) win if given.
+
+    A dlrun ``Objective`` missing a required member stops here with one line; a plain ``LightningModule``
+    without ``monitor`` follows ``val/loss`` (min), said once.
+    """
+    if not isinstance(module, pl.LightningModule):
+        raise ConfigError(f"{key}._target_: {_qualname(module)} is not a LightningModule (see dlrun.contracts.Objective)")
+    if isinstance(module, Objective):
+        for name in REQUIRED_OBJECTIVE:
+            if not _overrides(module, Objective, name) and not (name in ("monitor", "mode") and hasattr(module, name)):
+                raise ConfigError(f"{key}: {_qualname(module)} does not implement {name} (dlrun.contracts.Objective)")
+    monitor = monitor or getattr(module, "monitor", None)
+    mode = mode or getattr(module, "mode", None)
+    if not monitor:
+        monitor, mode = "val/loss", mode or "min"
+        say_once(f"{_qualname(module)} names no monitor: checkpoints follow val/loss (min); set checkpoint.monitor to choose")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"checkpoint.mode: expected 'min' or 'max' for {monitor}, got {mode!r}")
+    return ObjectiveView(module, str(monitor), mode)  # type: ignore[arg-type]
