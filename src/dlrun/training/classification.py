@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from dlrun.plain import plain
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 from dlrun.training.progress import step_is_shown
 
@@ -35,7 +36,9 @@ class ClassificationModule(pl.LightningModule):
             raise ValueError(f"label_smoothing: must be in [0, 1), got {label_smoothing}")
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights: need {num_classes} weights, got {len(class_weights)}")
-        # Only plain data goes into the checkpoint's hyper_parameters (loadable with weights_only=True).
+        # Only plain data goes into the checkpoint's hyper_parameters (loadable with weights_only=True):
+        # Hydra passes list values as ListConfig, which save_hyperparameters would store as is.
+        class_weights = plain(class_weights)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory = optimizer

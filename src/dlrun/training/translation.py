@@ -25,8 +25,7 @@ class TranslationModule(pl.LightningModule):
     (``<bos> w... <eos>`` then padding) and ``ids (batch,)`` (indices into the split). The
     datamodule supplies ``references(split)``, ``detokenize``, ``tgt_vocab`` and ``src_vocab``
     (``decode``, and ``itos`` for sample labels) for BLEU and samples. ``monitor``/``mode``
-    name the metric that checkpointing and early stopping follow (read by the run setup);
-    LR plateau schedules always watch ``val/loss``.
+    name the metric that checkpointing, early stopping and LR plateau schedules follow.
     """
 
     throughput_unit = "tokens"
