@@ -97,10 +97,11 @@ def build(mode: str, overrides: list[str]) -> tuple[Any, Any]:
 
 def fresh_module(cfg: Any, datamodule: Any, seed: int) -> Any:
     """A newly initialized translation module (network, objective, optimizer) as ``dlrun`` builds it."""
-    from dlrun.tasks import build_module
+    from dlrun.contracts import data_view
+    from dlrun.wiring import build_objective
 
     torch.manual_seed(seed)
-    return build_module(cfg, datamodule)
+    return build_objective(cfg, data_view(datamodule)).module
 
 
 def train_steps(datamodule: Any, module: Any, steps: int, accelerator: str) -> dict[str, float]:
@@ -112,7 +113,7 @@ def train_steps(datamodule: Any, module: Any, steps: int, accelerator: str) -> d
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[Throughput()], use_distributed_sampler=False, num_sanity_val_steps=0,
+        callbacks=[Throughput(module.count_units, module.throughput_unit)], use_distributed_sampler=False, num_sanity_val_steps=0,
     )  # fmt: skip
     with PeakMemory(accelerator == "gpu") as peak:
         trainer.fit(module, datamodule=datamodule)

@@ -29,7 +29,9 @@ def compose_job(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.types import RunMode
 
     from dlrun.config.search_path import register, shipped_dir
+    from dlrun.user_code import make_importable
 
+    make_importable()
     if any(o in ("-m", "--multirun") for o in overrides):
         raise ValueError("overrides: sweeps (-m) run from the command line only; call dlrun.run once per job")
     register()
@@ -115,11 +117,12 @@ def load(ckpt_or_run: str | Path, tracking_uri: str | None = None, download_dir:
     checkpoint is downloaded to ``download_dir`` (default a temporary folder). ``.datamodule`` carries
     the checkpoint's data state (a text model's vocabularies); no data files are read.
     """
-    from dlrun.checkpoints import build_trained, resolve
+    from dlrun.checkpoints import resolve
+    from dlrun.wiring import load_trained
 
     source = resolve(
         str(ckpt_or_run), tracking_uri, Path.cwd(), Path(download_dir) if download_dir else None, describe=False
     )
     cfg = OmegaConf.create(source.config)
-    datamodule, module = build_trained(cfg, source)
-    return Loaded(module.eval(), cfg, datamodule, source.path, source.run_id)
+    parts = load_trained(cfg, source.checkpoint, source.path)
+    return Loaded(parts.module.eval(), cfg, parts.datamodule, source.path, source.run_id)

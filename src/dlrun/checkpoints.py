@@ -115,21 +115,3 @@ def load_source(cfg: Any, job: Any, key: str = "ckpt") -> Source:
     if not ref:
         raise ConfigError(f"{key}: task={cfg.task} needs {key}=PATH.ckpt, {key}=RUN_ID or {key}=runs:/RUN_ID")
     return resolve(str(ref), cfg.tracking.uri, job.cwd, job.output_dir / "source", key, describe=cfg.tracking.enabled)
-
-
-def build_trained(cfg: Any, source: Source) -> tuple[Any, Any]:
-    """The data module (with the checkpoint's state, e.g. vocabularies) and the module with its trained weights."""
-    from dlrun.config.build import build
-    from dlrun.tasks import build_module
-
-    datamodule = build(cfg.data, "data")
-    state = source.checkpoint.get(type(datamodule).__qualname__)
-    if state:  # before the model is sized: a text model's vocabulary sizes come from here
-        datamodule.load_state_dict(state)
-    module = build_module(cfg, datamodule)
-    try:
-        module.load_state_dict(source.checkpoint["state_dict"])
-    except RuntimeError as err:
-        first = " ".join(str(err).split())[:240]
-        raise CheckpointError(f"ckpt={source.path}: weights do not fit the model of the restored config ({first})") from err
-    return datamodule, module

@@ -59,6 +59,9 @@ def _subcommand(argv: list[str]) -> int | None:
 
 def main() -> None:
     """Console script: run a subcommand, or Hydra on ``sys.argv``, and exit with dlrun's codes."""
+    from dlrun.user_code import make_importable
+
+    make_importable()  # the user's models and data modules, by _target_, here and in every child process
     code = _subcommand(sys.argv[1:])
     if code is not None:
         sys.exit(code)
@@ -74,6 +77,9 @@ def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _raise_interrupt)
     try:
+        if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+            _help(entry)
+            return
         entry()
         from dlrun.tracking import sweep
 
@@ -89,6 +95,21 @@ def main() -> None:
         code, line = describe_error(err, sys.argv[1:])
         print(f"dlrun: error: {line}", file=sys.stderr, flush=True)
         sys.exit(code)
+
+
+def _help(entry: Any) -> None:
+    """Hydra's ``--help``, with the options from the working directory's conf/ and experiments/ marked."""
+    import contextlib
+    import io
+
+    from dlrun.config.search_path import mark_user_options
+
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(text):
+            entry()  # Hydra ends --help with sys.exit(0)
+    finally:
+        sys.stdout.write(mark_user_options(text.getvalue()))
 
 
 def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:

@@ -44,6 +44,8 @@ class RunContext:
     """Set tags on the run (e.g. a metric's signature); no-op untracked."""
     config: Mapping[str, Any] = field(default_factory=dict)
     """The run's resolved config, as plain data."""
+    plots: bool = True
+    """Whether the user wants plots (``callbacks.plots``)."""
 
 
 class DataModule(pl.LightningDataModule):

@@ -7,17 +7,12 @@ On the same data and weights the metrics equal the source run's exactly.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 SPLITS = ("test", "val")
-
-# Testing a checkpoint never needs the callbacks that wrote it (they matter for resuming a fit only).
-warnings.filterwarnings("ignore", message=r".*Be aware that when using `ckpt_path`, callbacks used to create.*")
-warnings.filterwarnings("ignore", message=r".*The dirpath has changed from .* won't be reloaded.*")
 
 
 def source_run_spec(spec: Any, source: Any, task: str, cfg: DictConfig) -> Any:
@@ -39,32 +34,30 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Restore the source config, test (or validate) the checkpoint in a new run, return the split's metrics."""
     import pytorch_lightning as pl
 
-    from dlrun.checkpoints import build_trained, load_source
+    from dlrun.checkpoints import load_source
     from dlrun.config.restore import restore_config
     from dlrun.config.validate import check_choice
-    from dlrun.tasks import build_trainer, check_config, current_job, picture_callbacks, run_spec
     from dlrun.tracking.run import is_rank_zero, tracked_run
+    from dlrun.wiring import build_trainer, check_config, contributed_callbacks, current_job, load_trained, run_context, run_spec
 
     job = current_job(cfg)
     source = load_source(cfg, job)
     cfg = restore_config(cfg, source.config, job.overrides)
     split = cfg.split
     check_choice(split, SPLITS, "split")
+    check_config(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     with tracked_run(source_run_spec(run_spec(cfg, job), source, "eval", cfg)) as run:
         run.log_config(config, job.overrides)
-        check_config(cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, module = build_trained(cfg, source)
-        datamodule.prepare_data()
-        callbacks = picture_callbacks(cfg, module, job.output_dir, run.log_artifact) if split == "test" else []
+        parts = load_trained(cfg, source.checkpoint, source.path)
+        parts.datamodule.prepare_data()
+        callbacks = contributed_callbacks(cfg, parts, run_context(cfg, job, run, config))
         trainer = build_trainer(cfg, job, run, callbacks)
         loop = trainer.test if split == "test" else trainer.validate
         # The same entry point as training's final test: weights (and data state) come from the checkpoint file.
-        loop(module, datamodule=datamodule, ckpt_path=str(source.path), verbose=False)
+        loop(parts.module, datamodule=parts.datamodule, ckpt_path=str(source.path), verbose=False)
         metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(f"{split}/")}
-        if getattr(module, "bleu_signature", None):
-            run.set_tags({"dlrun.bleu_signature": module.bleu_signature})
         if is_rank_zero():
             origin = f"run {source.run_id}" if source.run_id else str(source.path)
             print(f"{split} of {origin}: " + "  ".join(f"{k} {v:.6g}" for k, v in metrics.items()), flush=True)

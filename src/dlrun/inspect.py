@@ -72,12 +72,9 @@ def expected_input(module: nn.Module) -> str | None:
 
 
 def _inputs(module: nn.Module, batch: Any) -> tuple[Any, ...]:
-    """Forward arguments for ``batch``: a tensor as is, a data module batch via ``module.example_input``."""
+    """Forward arguments: a tensor is the one argument, a tuple (an objective's ``example_input``) the list of them."""
     if isinstance(batch, torch.Tensor):
         return (batch,)
-    if hasattr(module, "example_input"):
-        inputs = module.example_input(batch)
-        return inputs if isinstance(inputs, tuple) else (inputs,)
     return tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
 
 

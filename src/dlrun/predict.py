@@ -23,11 +23,11 @@ from dlrun.data.errors import DataError
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
     """Restore the source config and weights; write predictions (rows) or translations (lines) and return them."""
-    from dlrun.checkpoints import build_trained, load_source
+    from dlrun.checkpoints import load_source
     from dlrun.config.restore import restore_config
     from dlrun.evaluate import source_run_spec
-    from dlrun.tasks import check_config, current_job, run_spec
     from dlrun.tracking.run import tracked_run
+    from dlrun.wiring import check_config, current_job, load_trained, run_spec
 
     stdout = sys.stdout
     job = current_job(cfg)
@@ -35,15 +35,16 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
     with contextlib.redirect_stdout(sys.stderr):
         source = load_source(cfg, job)
         cfg = restore_config(cfg, source.config, job.overrides)
+        check_config(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
         with tracked_run(source_run_spec(run_spec(cfg, job), source, "predict", cfg)) as run:
             run.log_config(config, job.overrides)
-            check_config(cfg)
-            datamodule, module = build_trained(cfg, source)
+            parts = load_trained(cfg, source.checkpoint, source.path)
+            datamodule, module = parts.datamodule, parts.module
             module.eval().to(_device(cfg))
-            if hasattr(module, "translate"):
-                lines = translate(cfg, datamodule, module, stdout, job.output_dir)
-                path = Path(cfg.output) if cfg.output else job.output_dir / "translations.txt"
+            if parts.objective.predicts_lines:
+                lines = predict_lines(cfg, datamodule, module, stdout, job.output_dir)
+                path = Path(cfg.output) if cfg.output else job.output_dir / "predictions.txt"
                 run.log_artifact(path, "predictions")
                 return lines
             rows = classify(cfg, datamodule, module)
@@ -64,9 +65,12 @@ def _image_batches(cfg: DictConfig, datamodule: Any) -> Iterator[tuple[list[Any]
     """(row keys, raw batch) pairs: ``(index, file)`` for a PNG folder, ``(index,)`` for a split."""
     from dlrun.data.images import read_image_folder
 
-    size = datamodule.eval_batch_size if hasattr(datamodule, "eval_batch_size") else 256
+    size = int(cfg.data.get("eval_batch_size") or cfg.data.get("batch_size") or 256)
     if cfg.input:
-        names, images = read_image_folder(cfg.input, size=datamodule.dims["input_shape"][-2:])
+        dims = getattr(datamodule, "dims", None) or {}
+        if "input_shape" not in dims:
+            raise DataError(f"input={cfg.input}: {type(datamodule).__qualname__} gives no input_shape in dims for image files")
+        names, images = read_image_folder(cfg.input, size=dims["input_shape"][-2:])
         for start in range(0, len(names), size):
             chunk = images[start : start + size]
             keys = [(start + k, names[start + k]) for k in range(len(chunk))]
@@ -124,26 +128,17 @@ def read_lines(source: str | None) -> list[str]:
 
 
 @torch.no_grad()
-def translate(cfg: DictConfig, datamodule: Any, module: Any, stdout: TextIO, out_dir: Path) -> list[str]:
-    """Translate the input lines in order; write them to ``cfg.output`` or ``stdout`` (and a copy in the run dir)."""
-    from dlrun.data.text_input import source_batches
+def predict_lines(cfg: DictConfig, datamodule: Any, module: Any, stdout: TextIO, out_dir: Path) -> list[str]:
+    """One output line per input line (translations, continuations) via the objective's ``predict_lines``.
 
-    lines = read_lines(cfg.input)
-    translations = [""] * len(lines)
-    vocab = datamodule.src_vocab
-    if vocab is None:  # an old checkpoint without the data module's state: rebuild from the training files
-        datamodule.setup("fit")
-        vocab = datamodule.src_vocab
-    lowercase = getattr(datamodule, "lowercase", True)
-    for batch in source_batches(lines, vocab, int(cfg.data.batch_size), lowercase):
-        tokens = module.translate(batch.src.to(module.device), batch.src_lengths.to(module.device))
-        for row, line in enumerate(batch.ids.tolist()):
-            translations[line] = datamodule.detokenize(datamodule.tgt_vocab.decode(tokens[row]))
-    text = "".join(t + "\n" for t in translations)
-    target = Path(cfg.output) if cfg.output else out_dir / "translations.txt"
+    Written to ``cfg.output``, or to ``stdout`` with a copy in the run dir.
+    """
+    outputs = module.predict_lines(read_lines(cfg.input), datamodule)
+    text = "".join(line + "\n" for line in outputs)
+    target = Path(cfg.output) if cfg.output else out_dir / "predictions.txt"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     if not cfg.output:
         stdout.write(text)
         stdout.flush()
-    return translations
+    return list(outputs)

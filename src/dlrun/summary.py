@@ -40,12 +40,20 @@ def summary(cfg: DictConfig) -> list[LayerRecord]:
     """Check shapes and print the model's layer table for one real training batch; return the records."""
     from rich.console import Console
 
+    from dlrun.errors import UserError
     from dlrun.inspect import trace
-    from dlrun.tasks import example_batch, prepare
+    from dlrun.wiring import check_config, example_batch, prepare
 
-    datamodule, module = prepare(cfg)
-    records = trace(module, example_batch(datamodule))
+    check_config(cfg)
+    parts = prepare(cfg)
+    example = parts.objective.example_input(example_batch(parts.datamodule))
+    if example is None:
+        raise UserError(f"task=summary: {type(parts.module).__qualname__} has no example_input(batch) to trace (dlrun.contracts.Objective)")
+    module = parts.module
+    records = trace(module, example)
     # Off a terminal rich assumes 80 columns and would wrap the shapes; logs and pipes read better wide.
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    console.print(layer_table(records, title=f"{type(module.net).__name__} in {type(module).__name__}"))
+    net = getattr(module, "net", None)
+    title = f"{type(net).__name__} in {type(module).__name__}" if net is not None else type(module).__name__
+    console.print(layer_table(records, title=title))
     return records

@@ -86,17 +86,29 @@ class PresetConfigSource(ConfigSource):
         return sorted(set(files))
 
 
+def user_dirs(cwd: Path | None = None) -> dict[str, Path]:
+    """The working directory's ``conf`` and ``experiments`` folders that exist (not the shipped ones)."""
+    cwd = cwd or Path.cwd()
+    found = {}
+    for name in ("conf", "experiments"):
+        folder = cwd / name
+        if folder.is_dir() and folder.resolve() != shipped_dir(name).resolve():
+            found[name] = folder.resolve()
+    return found
+
+
 class DlrunSearchPath(SearchPathPlugin):
-    """Append shipped presets and the working directory's ``conf/`` and ``experiments/``."""
+    """The working directory's ``conf/`` and ``experiments/`` before the shipped ones; shipped presets after."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        """Ours first, then the user's own folders (so user files add names but never shadow ours)."""
-        cwd = Path.cwd()
+        """User folders first, so a user's ``conf/model/mlp.yaml`` replaces the shipped ``mlp``."""
+        user = user_dirs()
         search_path.append("dlrun", f"{PresetConfigSource.scheme()}://{shipped_dir('experiments')}")
-        if (cwd / "conf").is_dir() and (cwd / "conf").resolve() != shipped_dir("conf"):
-            search_path.append("dlrun-user", f"file://{cwd / 'conf'}")
-        if (cwd / "experiments").is_dir() and (cwd / "experiments").resolve() != shipped_dir("experiments"):
-            search_path.append("dlrun-user", f"{PresetConfigSource.scheme()}://{cwd / 'experiments'}")
+        # Prepended in reverse: the user's presets end up second, the user's conf/ first of all.
+        if "experiments" in user:
+            search_path.prepend("dlrun-user", f"{PresetConfigSource.scheme()}://{user['experiments']}")
+        if "conf" in user:
+            search_path.prepend("dlrun-user", f"file://{user['conf']}")
 
 
 def register() -> None:
@@ -131,3 +143,34 @@ def _copy_sharing_store(self: Any, memo: dict[int, Any]) -> Any:
         if name != "store":
             setattr(clone, name, copy.deepcopy(value, memo))
     return clone
+
+
+def user_options(cwd: Path | None = None) -> dict[str, set[str]]:
+    """Options the working directory defines, per config group (``{"model": {"tiny"}, "experiment": {...}}``)."""
+    user = user_dirs(cwd)
+    options: dict[str, set[str]] = {}
+    if "conf" in user:
+        for path in user["conf"].rglob("*.yaml"):
+            group = path.parent.relative_to(user["conf"]).as_posix()
+            if group != ".":
+                options.setdefault(group, set()).add(path.stem)
+    if "experiments" in user:
+        options[PRESET_GROUP] = {path.stem for path in user["experiments"].glob("*.yaml")}
+    return options
+
+
+def mark_user_options(help_text: str, cwd: Path | None = None) -> str:
+    """Mark the user's options in ``dlrun --help``'s group list (``tiny*``) and say what the mark means."""
+    options = user_options(cwd)
+    if not options:
+        return help_text
+    lines = []
+    for line in help_text.splitlines():
+        group, sep, rest = line.partition(": ")
+        if sep and group in options and rest and "=" not in rest:
+            names = [name + ("*" if name in options[group] else "") for name in rest.split(", ")]
+            line = f"{group}: {', '.join(names)}"
+        elif line.startswith("Config groups"):
+            line += "\n(* = yours, from ./conf or ./experiments; yours replace shipped options of the same name)"
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if help_text.endswith("\n") else "")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from dlrun.contracts import DataModule
 from dlrun.data.download import download, verify_md5
 from dlrun.data.errors import DataError
 from dlrun.data.idx import read_idx
@@ -63,7 +63,7 @@ def load_split(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels.long()
 
 
-class MNISTDataModule(pl.LightningDataModule):
+class MNISTDataModule(DataModule):
     """MNIST: 60k training images split into train/val (seeded), the official 10k as test."""
 
     def __init__(
@@ -97,6 +97,11 @@ class MNISTDataModule(pl.LightningDataModule):
     def dims(self) -> dict[str, Any]:
         """What a network needs to know about the inputs and targets."""
         return {"input_shape": [1, 28, 28], "num_classes": 10}
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """The IDX files each split is read from (train and val share the training files)."""
+        train = [self.folder / name for name in FILES if name.startswith("train")]
+        return {"train": train, "val": train, "test": [self.folder / name for name in FILES if name.startswith("t10k")]}
 
     def prepare_data(self) -> None:
         """Download missing files (rank 0 only); offline, say exactly what to put where."""

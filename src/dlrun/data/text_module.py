@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from dlrun.contracts import DataModule, RunContext
 from dlrun.data.errors import DataError
 from dlrun.data.text import read_parallel
 from dlrun.data.samplers import ordered_batches
@@ -20,7 +21,7 @@ SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(DataModule):
     """Sentence pairs from six files (train/val/test x source/target), tokenized, encoded and batched.
 
     Vocabularies come from the training split only. ``batching`` picks how training batches are
@@ -188,6 +189,28 @@ class TextDataModule(pl.LightningDataModule):
         if src_vocab != self.src_vocab or tgt_vocab != self.tgt_vocab:
             self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
             self._datasets.clear()  # encoded with other ids; raw lines stay cached
+
+    def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
+        """Publish the vocabularies as ``vocab/src_vocab.txt`` and ``vocab/tgt_vocab.txt``; no callbacks."""
+        for path in self.save_vocab(run.output_dir / "vocab"):
+            run.publish(path, "vocab")
+        return []
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """The six files, by split (source first)."""
+        return {split: [Path(self.paths[split][0]), Path(self.paths[split][1])] for split in SPLITS}
+
+    def source_batches(self, lines: list[str]) -> Any:
+        """Batches of typed source sentences (``ids`` map rows back to lines), encoded with the source vocabulary."""
+        from dlrun.data.text_input import source_batches
+
+        if self.src_vocab is None:  # an old checkpoint without the data module's state: rebuild from the training files
+            self.setup("fit")
+        return source_batches(lines, self.src_vocab, self.batch_size, self.lowercase)
+
+    def decode_target(self, ids: list[int]) -> str:
+        """Target token ids (stopping at ``<eos>``) -> a detokenized sentence."""
+        return self.detokenize(self.tgt_vocab.decode(ids))
 
     def save_vocab(self, directory: str | Path) -> list[Path]:
         """Write ``src_vocab.txt`` and ``tgt_vocab.txt`` (one token per line) into ``directory``."""

@@ -70,14 +70,13 @@ def log_pytorch_model(run: Any, net: torch.nn.Module, example: torch.Tensor) -> 
         )
 
 
-def log_network(run: Any, module: Any, batch: Any) -> bool:
-    """Log ``module.net`` of an open ``TrackedRun`` when its input is a single tensor (classifiers); False when it was skipped.
+def log_network(run: Any, net: torch.nn.Module, example: Any) -> bool:
+    """Log ``net`` of an open ``TrackedRun`` when its input is a single tensor; False when it was skipped.
 
-    Seq2seq networks take several tensors (source, lengths, target), which MLflow's PyTorch flavor
-    cannot serve; their checkpoints and ``dlrun.load`` are the way to reuse them.
+    Networks that take several tensors (a seq2seq's source, lengths, target) cannot be served by MLflow's
+    PyTorch flavor; their checkpoints and ``dlrun.load`` are the way to reuse them.
     """
-    example = module.example_input(batch)
-    if not isinstance(example, torch.Tensor) or not hasattr(module, "net"):
+    if not isinstance(example, torch.Tensor):
         return False
-    log_pytorch_model(run, module.net, example)
+    log_pytorch_model(run, net, example)
     return True

@@ -80,3 +80,22 @@ class TranslationSamples(pl.Callback):
     def _publish(self, path: Path, artifact_dir: str) -> None:
         if self.publish is not None:
             self.publish(path, artifact_dir)
+
+
+class BleuSignatureTag(pl.Callback):
+    """After testing or validating, tag the run with sacrebleu's signature of the BLEU it logged."""
+
+    def __init__(self, set_tags: Callable[[dict[str, str]], None]) -> None:
+        self.set_tags = set_tags
+
+    def _tag(self, pl_module: pl.LightningModule) -> None:
+        signature = getattr(pl_module, "bleu_signature", None)
+        if signature:
+            self.set_tags({"dlrun.bleu_signature": signature})
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._tag(pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._tag(pl_module)

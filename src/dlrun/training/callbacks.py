@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 import time
 from typing import Any
@@ -15,7 +17,9 @@ from dlrun.errors import TrainingError
 class Throughput(pl.Callback):
     """Log ``train/<unit>_per_s`` per epoch, timed over the training steps only (not validation)."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_units: Callable[[Any], Any], unit: str = "samples") -> None:
+        self.count_units = count_units
+        self.unit = unit
         self._start: float | None = None
         self._end = 0.0
         self._validations: list[tuple[float, float]] = []
@@ -36,7 +40,7 @@ class Throughput(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # Counts may be device tensors (tokens); summing them keeps the hot path free of host syncs.
-        self._units = self._units + pl_module.count_units(batch)
+        self._units = self._units + self.count_units(batch)
         self._end = time.perf_counter()
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -56,7 +60,7 @@ class Throughput(pl.Callback):
         elapsed = self._end - self._start - inside
         units = float(self._units)
         if elapsed > 0 and units > 0:
-            name = f"train/{getattr(pl_module, 'throughput_unit', 'samples')}_per_s"
+            name = f"train/{self.unit}_per_s"
             pl_module.log(name, units * trainer.world_size / elapsed, on_epoch=True, rank_zero_only=True)
 
 

@@ -11,11 +11,12 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dlrun.plain import plain
+from dlrun.contracts import Objective, RunContext
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 from dlrun.training.progress import step_is_shown
 
 
-class ClassificationModule(pl.LightningModule):
+class ClassificationModule(Objective):
     """Train any ``(batch, ...) -> (batch, num_classes)`` network with (weighted, smoothed) cross-entropy."""
 
     throughput_unit = "samples"
@@ -40,6 +41,7 @@ class ClassificationModule(pl.LightningModule):
         # Hydra passes list values as ListConfig, which save_hyperparameters would store as is.
         class_weights = plain(class_weights)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.monitor, self.mode = monitor, mode
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -71,6 +73,14 @@ class ClassificationModule(pl.LightningModule):
     def count_units(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
         """Samples in a batch, for throughput."""
         return len(batch[1])
+
+    def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
+        """After testing: a confusion matrix and misclassified examples under ``plots/`` (when plots are wanted)."""
+        if not run.plots:
+            return []
+        from dlrun.training.classification_plots import ClassificationPlots
+
+        return [ClassificationPlots(run.output_dir, publish=run.publish)]
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Cross-entropy of one batch."""

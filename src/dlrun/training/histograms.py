@@ -56,12 +56,20 @@ class Histograms(pl.Callback):
     outputs of every leaf layer that has parameters, for the first validation batch.
     """
 
-    def __init__(self, out_dir: Path, publish: Publish | None = None, max_panels: int = 24, max_examples: int = 256) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        example_input: Callable[[Any], Any],
+        publish: Publish | None = None,
+        max_panels: int = 24,
+        max_examples: int = 256,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.publish = publish
         self.max_panels = max_panels
         self.max_examples = max_examples
         self._batch: Any = None
+        self.example_input = example_input
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -82,7 +90,7 @@ class Histograms(pl.Callback):
                                       f"weights, {epoch}"))
         layers = [n for n, m in pl_module.named_modules()
                   if n and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
-        outputs = activations(pl_module, self._batch, layers[: self.max_panels])
+        outputs = activations(pl_module, self.example_input(self._batch), layers[: self.max_panels])
         flat = {n: torch.cat([t.flatten().float() for t in _tensors(v)]) for n, v in outputs.items() if _tensors(v)}
         self._publish(plot_histograms(flat, folder / f"activations_{epoch}.png", f"layer outputs, {epoch}"))
 

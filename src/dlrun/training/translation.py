@@ -10,6 +10,7 @@ import torch.distributed as dist
 from sacrebleu.metrics import BLEU
 from torch import Tensor, nn
 
+from dlrun.contracts import Objective, RunContext
 from dlrun.models.search import beam_search, greedy_search
 from dlrun.training.losses import masked_cross_entropy
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
@@ -18,7 +19,7 @@ from dlrun.training.progress import step_is_shown
 DecodeMethod = Literal["greedy", "beam"]
 
 
-class TranslationModule(pl.LightningModule):
+class TranslationModule(Objective):
     """Train a Seq2Seq-like network on ``TextBatch``es; report loss, perplexity and BLEU.
 
     Batches carry ``src (batch, src_len)``, ``src_lengths (batch,)``, ``tgt (batch, tgt_len)``
@@ -55,6 +56,7 @@ class TranslationModule(pl.LightningModule):
                 raise ValueError(f"{name}: expected 'greedy' or 'beam', got {value!r}")
         # Only plain data goes into the checkpoint's hyper_parameters (loadable with weights_only=True).
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.monitor, self.mode = monitor, mode
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -79,6 +81,22 @@ class TranslationModule(pl.LightningModule):
         if method == "beam":
             return beam_search(self.net, src, src_lengths, self.hparams.beam_size, self.hparams.length_penalty, max_len)
         raise ValueError(f"method: expected 'greedy' or 'beam', got {method!r}")
+
+    def predict_lines(self, lines: list[str], datamodule: Any) -> list[str]:
+        """Translate each source line (``task=predict``), in order, with the ``decode`` method."""
+        translations = [""] * len(lines)
+        with torch.no_grad():
+            for batch in datamodule.source_batches(lines):
+                tokens = self.translate(batch.src.to(self.device), batch.src_lengths.to(self.device))
+                for row, line in enumerate(batch.ids.tolist()):
+                    translations[line] = datamodule.decode_target(tokens[row])
+        return translations
+
+    def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
+        """Attention heatmaps and samples per validation epoch; the BLEU signature as a tag after evaluation."""
+        from dlrun.training.attention_plots import BleuSignatureTag, TranslationSamples
+
+        return [TranslationSamples(run.output_dir, publish=run.publish), BleuSignatureTag(run.set_tags)]
 
     def example_input(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
         """``forward``'s arguments for a batch (for shape summaries): src, src_lengths, tgt_in."""
