@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -130,3 +131,36 @@ def test_full_disk_keeps_the_previous_checkpoint_whole(tmp_path: Path) -> None:
     assert proc.stdout.startswith(f"ERROR {path}: cannot write checkpoint ("), proc.stdout + proc.stderr
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["epoch000.ckpt"]
+
+
+def refusal(path: Path) -> BaseException:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever torch raises is what gets described
+        return err
+    raise AssertionError(f"{path} loaded")
+
+
+def test_unreadable_checkpoints_are_described_in_full(tmp_path: Path) -> None:
+    from dlrun.checkpoint_errors import describe_unreadable
+
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(10_000)}}, good)
+    data = good.read_bytes()
+    files = {
+        "random.ckpt": os.urandom(5000).replace(b"PK", b"pk").lstrip(b"\x80") or b"x",
+        "truncated.ckpt": data[: len(data) // 2],
+        "empty.ckpt": b"",
+        "notes.ckpt": b"epoch 3: loss 0.12\n",
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "module.ckpt")
+    said = {name: describe_unreadable(tmp_path / name, refusal(tmp_path / name)) for name in [*files, "module.ckpt"]}
+    assert re.fullmatch(r"not a checkpoint \(\d+ bytes of neither a zip archive nor a pickle: random or foreign bytes\)", said["random.ckpt"])
+    assert said["truncated.ckpt"].startswith(f"truncated or damaged checkpoint ({len(data) // 2} bytes; the end of the zip")
+    assert said["empty.ckpt"] == "empty file (0 bytes), not a checkpoint"
+    assert said["notes.ckpt"] == "not a checkpoint (a text file, 19 bytes)"
+    assert said["module.ckpt"].startswith("holds Python objects, not only tensors and plain data (torch.nn.modules.linear.Linear)")
+    for line in said.values():
+        assert "\x1b" not in line and "\n" not in line and len(line) < 200
