@@ -8,12 +8,13 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, UserError
 
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
@@ -110,3 +111,235 @@ def describe(hint: Any) -> str:
     if hint is type(None):
         return "None"
     return getattr(hint, "__name__", str(hint))
+
+
+# ---------------------------------------------------------------- values, before any run opens
+
+# Lightning stops a run by any of these; with none of them, trainer.max_epochs=-1 trains forever.
+_OTHER_STOPPING_RULES = ("trainer.max_steps", "trainer.max_time", "trainer.fast_dev_run", "early_stopping.patience")
+# torch.optim's wording of a bad value ("Invalid learning rate: -0.1") -> the constructor argument.
+_TORCH_WORDING = {"learning rate": "lr", "epsilon": "eps", "beta": "betas", "momentum": "momentum", "weight_decay": "weight_decay"}
+# Required int arguments a data module fills in once it has read its data (vocabulary sizes): stood in by this.
+STAND_IN_SIZE = 16
+
+
+def check_values(cfg: Any) -> None:
+    """Raise ConfigError naming the key for a wrong type or range anywhere in the config, before any data is read.
+
+    Builds, without reading data or allocating weights, what the run will build: the data module (its
+    constructor checks its values), the network and the objective on PyTorch's ``meta`` device (sized by
+    the data module's ``dims`` when it knows them without data, else by stand-ins), the optimizer on one
+    dummy parameter, the LR schedule on that optimizer, and a Lightning ``Trainer``. Checks that need the
+    data itself (e.g. a text model's sizes, which follow the vocabulary) run when the data is read.
+    """
+    from omegaconf import OmegaConf
+
+    check_stopping(cfg)
+    datamodule = _dry_build(cfg.data, "data")
+    dims, stood_in = _known_dims(datamodule)
+    net = _dry_model(cfg.model, dims, stood_in, str(cfg.data._target_)) if "_target_" in cfg.model else None
+    optimizer = _dry_build(cfg.optimizer, "optimizer", deferred=("params",))
+    opt = _call(optimizer, "optimizer", cfg.optimizer, _dummy_parameters()) if callable(optimizer) else None
+    scheduler = None
+    if cfg.get("scheduler") is not None and cfg.scheduler.get("_target_"):
+        scheduler = _dry_build(cfg.scheduler, "scheduler", deferred=("optimizer",))
+        if opt is not None and callable(scheduler):
+            _call(scheduler, "scheduler", cfg.scheduler, opt)
+    if "_target_" in cfg.get("objective", {}):
+        import torch
+
+        provided = {"net": net if net is not None else torch.nn.Identity(), "optimizer": optimizer, "scheduler": scheduler}
+        with _meta_device():
+            _dry_build(cfg.objective, "objective", skip_unknown_faults=stood_in, **provided, **dims)
+    if cfg.get("trainer") is not None:
+        check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
+
+
+def check_stopping(cfg: Any) -> None:
+    """``trainer.max_epochs=-1`` (Lightning's "forever") needs another rule that stops training."""
+    from omegaconf import OmegaConf
+
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if epochs is None or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs != -1:
+        return
+    steps = OmegaConf.select(cfg, "trainer.max_steps")
+    others = [OmegaConf.select(cfg, key) for key in _OTHER_STOPPING_RULES[1:]]
+    if (steps is not None and steps != -1) or any(value not in (None, False, 0) for value in others):
+        return
+    raise ConfigError(
+        "trainer.max_epochs: -1 trains forever; give a number of epochs, or also set one of "
+        + ", ".join(_OTHER_STOPPING_RULES)
+    )
+
+
+def check_trainer(kwargs: Mapping[str, Any]) -> None:
+    """Build a Lightning ``Trainer`` from ``trainer.*`` (no logger, no callbacks) to let it check its values."""
+    import logging
+    import warnings
+
+    import pytorch_lightning as pl
+
+    values = {k: v for k, v in kwargs.items() if v is not None}
+    quiet = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.Trainer(
+                **{k: v for k, v in values.items() if k not in ("logger", "callbacks", "enable_checkpointing")},
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+    except TypeError:
+        return  # names and types are check_call's job (with the keys dlrun owns taken out)
+    except Exception as err:  # ValueError, MisconfigurationException, ...
+        message = " ".join(str(err).split())
+        raise ConfigError(f"{_culprit('trainer', values, message)}: {message}") from err
+    finally:
+        quiet.setLevel(level)
+
+
+def _culprit(key: str, values: Mapping[str, Any], message: str) -> str:
+    """``key.name`` for the config name a constructor's message is about, else ``key``.
+
+    In order: a leading ``name: ``, a ``name=`` (``Trainer(devices=0)``), the earliest name mentioned as a
+    word, then torch.optim's wording (``Invalid learning rate`` -> ``lr``).
+    """
+    named = re.match(r"^(\w+): ", message)
+    if named and named.group(1) in values:
+        return f"{key}.{named.group(1)}"
+    for name in re.findall(r"(\w+)=", message):
+        if name in values:
+            return f"{key}.{name}"
+    lowered = message.lower()
+    found = []
+    for name in values:
+        hit = re.search(rf"(?<![\w.]){re.escape(str(name).lower())}(?!\w)", lowered)
+        if hit:
+            found.append((hit.start(), -len(str(name)), str(name)))
+    if found:
+        return f"{key}.{min(found)[2]}"
+    for name, value in values.items():  # "No supported gpu backend": about accelerator=gpu
+        if isinstance(value, str) and len(value) > 1 and re.search(rf"(?<!\w){re.escape(value.lower())}(?!\w)", lowered):
+            return f"{key}.{name}"
+    for words, name in _TORCH_WORDING.items():
+        if words in lowered and name in values:
+            return f"{key}.{name}"
+    return key
+
+
+def _fault(message: str) -> str:
+    """The message without a leading ``name: `` (the caller names the key)."""
+    return re.sub(r"^\w+: ", "", message)
+
+
+def _dry_build(node: Any, key: str, deferred: Collection[str] = (), skip_unknown_faults: bool = False, **provided: Any) -> Any:
+    """Check names and types of ``node``, then instantiate it with the ``provided`` extras its target takes."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_object, instantiate
+    from omegaconf import OmegaConf
+
+    if "_target_" not in node:
+        raise ConfigError(f"{key}: needs a _target_ (the class or function to build)")
+    try:
+        target = get_object(node._target_)
+    except Exception as err:
+        raise ConfigError(f"{key}._target_: cannot import {node._target_!r}") from err
+    extras = _accepted(target, provided)
+    values = OmegaConf.to_container(node, resolve=True)
+    check_call(target, values, key, provided={*extras, *deferred})
+    try:
+        return instantiate(node, _convert_="all", **extras)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+    except (ValueError, TypeError) as err:
+        cause = err
+    if isinstance(cause, UserError):
+        raise cause
+    message = " ".join(str(cause).split())
+    culprit = _culprit(key, values, message)
+    if culprit == key and skip_unknown_faults:
+        return None  # a stand-in size may be at fault: the real build (with the data's sizes) will say
+    if not isinstance(cause, (ValueError, TypeError)):
+        return None  # not a value check (e.g. an init scheme on the meta device); the real build will say
+    raise ConfigError(f"{culprit}: {_fault(message) if culprit != key else message}") from cause
+
+
+def _dry_model(node: Any, dims: Mapping[str, Any], stood_in: bool, data_target: str = "?") -> Any:
+    """The network on the meta device; says which sizes the data module does not provide."""
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(node._target_)
+    except Exception as err:
+        raise ConfigError(f"model._target_: cannot import {node._target_!r}") from err
+    given = set(node.keys()) | set(dims)
+    required = _required(target)
+    missing = [name for name in required if name not in given]
+    if missing and not stood_in:
+        raise ConfigError(
+            f"model: {node._target_} needs {', '.join(missing)}, which data ({data_target}) does not provide "
+            f"(it gives {', '.join(dims) or 'no sizes'}); pick a data module made for this model, or set model.{missing[0]}"
+        )
+    if stood_in:
+        dims = {**dims, **{name: STAND_IN_SIZE for name in missing}}
+    with _meta_device():
+        return _dry_build(node, "model", skip_unknown_faults=stood_in, **dims)
+
+
+def _required(target: Any) -> list[str]:
+    """Constructor arguments without a default (``self`` and ``*args``/``**kwargs`` left out)."""
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def _known_dims(datamodule: Any) -> tuple[dict[str, Any], bool]:
+    """The data module's ``dims`` when known before reading data; else ``({}, True)`` (sizes stood in)."""
+    try:
+        dims = datamodule.dims
+    except Exception:  # e.g. vocabulary sizes: known once the training corpus is read
+        return {}, True
+    return (dict(dims), False) if isinstance(dims, Mapping) else ({}, True)
+
+
+def _accepted(target: Any, provided: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return dict(provided)
+    return {k: v for k, v in provided.items() if k in params}
+
+
+def _dummy_parameters() -> list[Any]:
+    import torch
+
+    return [torch.nn.Parameter(torch.zeros(1))]
+
+
+def _call(factory: Callable[..., Any], key: str, node: Any, argument: Any) -> Any:
+    """Call a ``_partial_`` factory (optimizer on dummy parameters, schedule on that optimizer)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return factory(argument)
+    except (ValueError, TypeError) as err:
+        message = " ".join(str(err).split())
+        values = OmegaConf.to_container(node, resolve=True)
+        culprit = _culprit(key, values, message)
+        raise ConfigError(f"{culprit}: {message}") from err
+
+
+def _meta_device() -> Any:
+    """Build modules without allocating their weights (a network of any size costs nothing to check)."""
+    import torch
+
+    return torch.device("meta")
