@@ -88,15 +88,40 @@ class TrackedRun:
 
 
 class NullRun:
-    """Stands in for a run when tracking is off or on non-zero DDP ranks: every call does nothing."""
+    """Stands in for a run when tracking is off or on non-zero DDP ranks: ``TrackedRun``'s methods, doing nothing.
+
+    Exactly ``TrackedRun``'s public methods (a test compares them), so a misspelled call fails here too.
+    """
 
     run_id = None
     experiment_id = None
     tracking_uri = None
     status = "RUNNING"
 
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Nothing to log."""
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Nothing to tag."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Nothing to log."""
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        """Nothing to upload."""
+
+    def log_text(self, text: str, name: str) -> None:
+        """Nothing to store."""
+
+    def log_yaml(self, data: Any, name: str) -> None:
+        """Nothing to store."""
+
+    def log_config(self, config: Mapping[str, Any], overrides: list[str]) -> None:
+        """Nothing to record."""
+
+    def terminate(self, status: str) -> None:
+        """Keeps the status, as ``TrackedRun`` does."""
+        self.status = status
 
 
 @dataclass
