@@ -112,7 +112,9 @@ class RNNLanguageModel(nn.Module):
             run = self._run_layer if self.impl == "layer" else self._run_cell
             x, final = run(index, x, layer_state)
             finals.append(final)
-            x = self.dropout(x)
+            # contiguous(): dropout draws its mask in memory order, and the fused layer's batch-first output
+            # is a transposed view; one layout gives both implementations the same masks.
+            x = self.dropout(x.contiguous())
         new_state = tuple(torch.stack([final[k] for final in finals]) for k in range(self.state_size))
         return self.output(x), new_state
 
