@@ -93,7 +93,7 @@ def main() -> None:
         if show_traceback:
             raise
         code, line = describe_error(err, sys.argv[1:])
-        print(f"dlrun: error: {line}", file=sys.stderr, flush=True)
+        print(f"dlrun: error: {_one_line(line)}", file=sys.stderr, flush=True)
         sys.exit(code)
 
 
@@ -130,15 +130,45 @@ def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:
     if isinstance(err, OmegaConfBaseException):
         key = getattr(err, "full_key", None)
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if key and type(err).__name__ == "MissingMandatoryValue":
+            return 2, f"{key}: missing mandatory value (set {key}=...)"
         return 2, f"{key}: {first}" if key and key not in first else first
     if type(err).__name__ == "MisconfigurationException":
         return 2, f"trainer: {_one_line(str(err))}"
+    if isinstance(err, OSError) and err.filename:
+        return _path_error(err, argv)
+    if type(err).__name__ == "MlflowException":
+        return 1, f"tracking.uri: MLflow store error: {_one_line(str(err).splitlines()[0] if str(err) else '')[:300]}"
     cause = f"{type(err).__name__}: {_one_line(str(err))}"
     return 1, f"{cause} (set HYDRA_FULL_ERROR=1 for the traceback)"
 
 
+def _path_error(err: OSError, argv: list[str]) -> tuple[int, str]:
+    """A file or folder that cannot be made or written: name the key whose value holds it, and the path."""
+    path = os.path.abspath(str(err.filename))
+    reason = err.strerror or type(err).__name__
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        value = value.removeprefix("sqlite:///").strip("'\"")
+        if sep and value and _is_within(path, os.path.abspath(value)):
+            return 2, f"{key}: cannot write {path} ({reason})"
+    cwd = os.getcwd()
+    for key, folder in (("hydra.run.dir", "outputs"), ("hydra.sweep.dir", "multirun")):
+        if _is_within(path, os.path.join(cwd, folder)):  # the default output folders
+            return 2, f"{key}: cannot write {path} ({reason})"
+    return 1, f"{path}: {reason}"
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep) or folder.startswith(path + os.sep)
+
+
+# Terminal colour codes inside library messages (torch's weights_only advice) must not reach a plain error line.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return " ".join(_ANSI.sub("", text).split())
 
 
 def _hydra_message(err: BaseException, argv: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import yaml
 
 from dlrun.errors import RunInterrupted
 from dlrun.tracking.sqlite import prepare_sqlite
-from dlrun.tracking.store import check_server, get_or_create_experiment, resolve_uri
+from dlrun.tracking.store import check_server, check_writable, get_or_create_experiment, resolve_uri
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit for a param value
 
@@ -152,6 +153,7 @@ def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
 
     uri, artifact_root = resolve_uri(spec.uri, spec.cwd)
     check_server(uri)
+    check_writable(uri)  # a read-only store fails here, in one line, not in MLflow's first write
     prepare_sqlite(uri)  # parallel jobs on a new SQLite file must not all create its tables at once
     client = MlflowClient(tracking_uri=uri)
     if spec.resume_run_id:
@@ -168,7 +170,7 @@ def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
         run.terminate("KILLED")
         raise
     except BaseException as err:
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = " ".join(re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", str(err)).split()) or type(err).__name__  # no colour codes
         try:
             run.set_tags({"dlrun.error": f"{type(err).__name__}: {message}"[:5000]})
         finally:

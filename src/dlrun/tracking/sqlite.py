@@ -27,8 +27,13 @@ def prepare_sqlite(uri: str) -> None:
         return
     path = Path(uri.removeprefix("sqlite:///"))
     if not has_tables(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)  # SQLite treats an empty file as a new database; flock needs a file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)  # SQLite treats an empty file as a new database; flock needs a file
+        except OSError as err:
+            from dlrun.errors import ConfigError
+
+            raise ConfigError(f"tracking.uri: cannot create the SQLite store {path} ({err.strerror or type(err).__name__})") from err
         with open(path, "rb") as handle:
             if fcntl is not None:
                 # flock and SQLite's own fcntl byte-range locks are independent on Linux: no interference.

@@ -21,7 +21,10 @@ def resolve_uri(uri: str | None, cwd: Path) -> tuple[str, str | None]:
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_absolute():
             path = cwd / path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"tracking.uri: cannot create the folder of the SQLite store {path} ({_reason(err)})") from err
         return f"sqlite:///{path}", (path.parent / "mlartifacts").as_uri()
     if uri.startswith(("http://", "https://", "databricks")):
         return uri.rstrip("/"), None
@@ -29,6 +32,33 @@ def resolve_uri(uri: str | None, cwd: Path) -> tuple[str, str | None]:
         f"tracking.uri: {uri!r} is not supported; use sqlite:///ABS/PATH.db or http(s)://HOST:PORT "
         "(MLflow 3 refuses the old ./mlruns file store)"
     )
+
+
+def check_writable(uri: str) -> None:
+    """Fail before a run opens when a SQLite store (or its folder, for SQLite's journal) cannot be written.
+
+    MLflow would otherwise log its own ERROR with tracebacks and raise a many-line database error at the
+    first write. ``os.access`` sees read-only file systems too (EROFS), not only permissions.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    for place in (path.parent, path):
+        if place.exists() and not os.access(place, os.W_OK):
+            what = "folder of the SQLite store" if place == path.parent else "SQLite store"
+            raise ConfigError(f"tracking.uri: the {what} {place} is not writable ({_read_only_reason(place)})")
+
+
+def _read_only_reason(place: Path) -> str:
+    try:
+        read_only_fs = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only_fs = False
+    return "read-only file system" if read_only_fs else "permission denied"
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or type(err).__name__
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
