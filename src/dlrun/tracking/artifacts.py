@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dlrun.errors import UserError
+from dlrun.tracking.run_ids import RUN_ID, RunNotFound, looks_like_run_id, resolve_run_id  # noqa: F401 - re-exported
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 CHECKPOINT_DIR = "checkpoints"
 
 
-class RunNotFound(UserError):
-    """An MLflow run id that the tracking store does not know."""
-
-
 def parse_run_ref(text: str) -> tuple[str, str | None] | None:
-    """``runs:/ID[/path]`` or a bare 32-hex run id -> ``(run_id, artifact path or None)``; None otherwise."""
+    """``runs:/ID[/path]`` or a bare run id -> ``(run_id, artifact path or None)``; None otherwise.
+
+    The id may be a unique prefix of 8+ hex digits; ``get_run`` and the downloads below resolve it.
+    """
     if text.startswith("runs:/"):
         run_id, _, sub = text.removeprefix("runs:/").strip("/").partition("/")
         return run_id, sub or None
-    if RUN_ID.match(text):
+    if looks_like_run_id(text):
         return text, None
     return None
 
@@ -44,9 +42,10 @@ def client_for(uri: str | None, cwd: Path) -> Any:
 
 
 def get_run(client: Any, run_id: str, key: str = "ckpt") -> Any:
-    """The run with ``run_id``; UserError naming ``key`` when the store has none."""
+    """The run with ``run_id`` (or a unique prefix of it); UserError naming ``key`` when the store has none."""
     from mlflow.exceptions import MlflowException
 
+    run_id = resolve_run_id(client, run_id, key)
     try:
         return client.get_run(run_id)
     except MlflowException as err:
@@ -62,7 +61,7 @@ def choose_checkpoint(names: list[str]) -> str | None:
 
 def download_checkpoint(client: Any, run_id: str, dest: Path, artifact: str | None = None, key: str = "ckpt") -> Path:
     """Download the run's best checkpoint (or the given artifact path) into ``dest``; return the local file."""
-    get_run(client, run_id, key)
+    run_id = get_run(client, run_id, key).info.run_id  # a prefix becomes the full id
     if artifact is None:
         names = [info.path for info in client.list_artifacts(run_id, CHECKPOINT_DIR) if not info.is_dir]
         artifact = choose_checkpoint(names)
@@ -78,6 +77,7 @@ def download_checkpoint(client: Any, run_id: str, dest: Path, artifact: str | No
 
 def download_config(client: Any, run_id: str) -> dict[str, Any] | None:
     """The run's ``config.yaml`` artifact as a dict, or None when it has none."""
+    run_id = resolve_run_id(client, run_id, "ckpt")
     try:
         text = client.download_artifacts(run_id, "config.yaml")
     except Exception:  # no such artifact

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from dlrun.errors import RunInterrupted
+from dlrun.errors import RunInterrupted, TrialPruned
 from dlrun.tracking.sqlite import prepare_sqlite
 from dlrun.tracking.store import check_server, check_writable, get_or_create_experiment, resolve_uri
 
@@ -135,6 +135,7 @@ class RunSpec:
     tags: dict[str, str]
     cwd: Path
     resume_run_id: str | None = None
+    system_metrics: bool = False  # tracking.system_metrics: MLflow's CPU/memory/disk/network (and GPU) metrics
 
 
 def is_rank_zero() -> bool:
@@ -151,25 +152,39 @@ def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
         return
     from mlflow.tracking import MlflowClient
 
+    if spec.system_metrics:
+        check_system_metrics()
     uri, artifact_root = resolve_uri(spec.uri, spec.cwd)
     check_server(uri)
     check_writable(uri)  # a read-only store fails here, in one line, not in MLflow's first write
     prepare_sqlite(uri)  # parallel jobs on a new SQLite file must not all create its tables at once
     client = MlflowClient(tracking_uri=uri)
     if spec.resume_run_id:
-        info = client.get_run(spec.resume_run_id).info
+        from dlrun.tracking.run_ids import resolve_run_id
+
+        info = client.get_run(resolve_run_id(client, spec.resume_run_id, "resume")).info
         client.update_run(info.run_id, status="RUNNING")
         run = TrackedRun(client, info.run_id, info.experiment_id, uri)
     else:
         experiment_id = get_or_create_experiment(client, spec.experiment, artifact_root)
         created = client.create_run(experiment_id, run_name=spec.run_name, tags=spec.tags)
         run = TrackedRun(client, created.info.run_id, experiment_id, uri)
+    monitor = start_system_metrics(run, resumed=bool(spec.resume_run_id)) if spec.system_metrics else None
     try:
         yield run
     except (KeyboardInterrupt, RunInterrupted):
+        _stop(monitor)
         run.terminate("KILLED")
         raise
+    except TrialPruned as err:  # a search's pruner stopped it: an outcome, not a failure
+        _stop(monitor)
+        try:
+            run.set_tags({"dlrun.pruned": err.epoch})
+        finally:
+            run.terminate("KILLED")
+        raise
     except BaseException as err:
+        _stop(monitor)
         message = " ".join(re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", str(err)).split()) or type(err).__name__  # no colour codes
         try:
             run.set_tags({"dlrun.error": f"{type(err).__name__}: {message}"[:5000]})
@@ -177,4 +192,31 @@ def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
             run.terminate("FAILED")
         raise
     else:
+        _stop(monitor)
         run.terminate("FINISHED")
+
+
+def check_system_metrics() -> None:
+    """Fail before the run starts when MLflow's system metrics cannot be collected here."""
+    import importlib.util
+
+    from dlrun.errors import ConfigError
+
+    if importlib.util.find_spec("psutil") is None:
+        raise ConfigError("tracking.system_metrics: needs the psutil package (pip install psutil)")
+
+
+def start_system_metrics(run: TrackedRun, resumed: bool = False) -> Any:
+    """Start MLflow's system-metrics thread for the run (``system/*`` metrics every 10 s; GPU ones with pynvml)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL / _SAMPLES_BEFORE_LOGGING still override these defaults.
+    monitor = SystemMetricsMonitor(run.run_id, resume_logging=resumed, tracking_uri=run.tracking_uri)
+    monitor.start()
+    return monitor
+
+
+def _stop(monitor: Any) -> None:
+    """Stop the system-metrics thread and flush its last samples before the run is closed."""
+    if monitor is not None:
+        monitor.finish()

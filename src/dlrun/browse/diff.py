@@ -1,0 +1,77 @@
+"""``dlrun runs diff A B``: the config keys that differ, side by side, then the metrics side by side.
+
+Machine and bookkeeping keys (``paths.*``, ``tracking.*``) are left out: they say where, not what.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlrun.browse.records import RunRecord
+from dlrun.browse.table import NOISY_PARAMS, fmt
+
+SYSTEM_PREFIX = "system/"  # MLflow's system metrics: a column of machine noise in a diff
+
+
+def compare(reader: Any, ref_a: str, ref_b: str) -> dict[str, Any]:
+    """The two runs' differing params and all their metrics (last values; best of the monitored one)."""
+    a = reader.run(reader.resolve(ref_a, "A"))
+    b = reader.run(reader.resolve(ref_b, "B"))
+    keys = sorted(k for k in set(a.params) | set(b.params) if not k.startswith(NOISY_PARAMS))
+    params = [{"key": k, "a": a.params.get(k), "b": b.params.get(k)} for k in keys if a.params.get(k) != b.params.get(k)]
+    names = sorted(k for k in set(a.metrics) | set(b.metrics) if not k.startswith(SYSTEM_PREFIX))
+    metrics = [{"key": k, "a": _number(a.metrics.get(k)), "b": _number(b.metrics.get(k))} for k in names]
+    for run, side in ((a, "a"), (b, "b")):
+        key, mode = run.monitor()
+        lo_hi = reader.extremes([run.run_id], key).get(run.run_id) if key else None
+        if lo_hi:
+            best = {"key": f"best {key}", "a": None, "b": None}
+            found = next((m for m in metrics if m["key"] == best["key"]), None)
+            if found is None:
+                metrics.insert(0, best)
+                found = best
+            found[side] = lo_hi[1] if mode == "max" else lo_hi[0]
+    return {"a": _head(a), "b": _head(b), "params": params, "metrics": metrics}
+
+
+def _head(run: RunRecord) -> dict[str, str]:
+    return {"run_id": run.run_id, "name": run.name, "status": run.status, "experiment": run.experiment}
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or value != value else value
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows for CSV: section (param/metric), key, a, b."""
+    return [{"section": "param", **p} for p in result["params"]] + [{"section": "metric", **m} for m in result["metrics"]]
+
+
+def render(result: dict[str, Any], console: Any) -> None:
+    """Two side-by-side tables: differing config keys, then metrics."""
+    from rich.table import Table
+
+    a, b = result["a"], result["b"]
+    head_a, head_b = f"A {a['name']} {a['run_id'][:8]}", f"B {b['name']} {b['run_id'][:8]}"
+    if result["params"]:
+        table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left", title="config keys that differ")
+        table.add_column("key", no_wrap=True)
+        table.add_column(head_a, overflow="fold")
+        table.add_column(head_b, overflow="fold")
+        for p in result["params"]:
+            table.add_row(p["key"], _show(p["a"]), _show(p["b"]))
+        console.print(table)
+    else:
+        console.print("config: the same in both runs")
+    console.print()
+    table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left", title="metrics (last values)")
+    table.add_column("metric", no_wrap=True)
+    table.add_column(head_a, justify="right")
+    table.add_column(head_b, justify="right")
+    for m in result["metrics"]:
+        table.add_row(m["key"], fmt(m["a"]), fmt(m["b"]))
+    console.print(table)
+
+
+def _show(value: str | None) -> str:
+    return "(not set)" if value is None else value
