@@ -133,9 +133,14 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: file not found"
 
 
-def test_data_error_is_a_user_error() -> None:
-    # cli.describe_error turns UserErrors (not arbitrary exceptions) into one clean line.
-    assert issubclass(DataError, UserError)
+def test_data_error_reaches_the_command_line_as_one_line(tmp_path: Path) -> None:
+    """A bad file's DataError becomes dlrun's one line: the file and the fault, exit 1, no exception type."""
+    from dlrun.cli import describe_error
+
+    path = write_gz(tmp_path / "short.gz", idx_bytes(np.zeros((2, 3, 3), dtype=np.uint8))[:-1])
+    with pytest.raises(UserError) as info:
+        read_idx(path)
+    assert describe_error(info.value, []) == (1, f"{path}: body has 17 bytes, header [2, 3, 3] needs 18")
 
 
 def test_md5_mismatch_names_file_and_both_sums(tmp_path: Path) -> None:

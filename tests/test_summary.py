@@ -66,16 +66,36 @@ def test_summary_prints_conv_rows_without_training(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_summary_shape_mismatch_is_one_line(tmp_path: Path) -> None:
-    """A wrong flatten_size stops with one line naming the culprit and both sizes (the CNN checks it when
-    built; faults only a forward pass reveals are named by layer, as in the tests above)."""
+BAD_NET = """
+from torch import nn
+
+
+class WrongWidth(nn.Module):
+    \"\"\"Builds fine; its second Linear expects 32 features where the first gives 64: only a real batch shows it.\"\"\"
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        return self.layers(x)
+"""
+
+
+def test_summary_shape_mismatch_found_by_tracing_a_real_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user network whose layers disagree is built without complaint; tracing one real batch names the layer
+    (its path in the network) and both shapes, in one line."""
     import dlrun
 
     from dlrun.cli import describe_error
-    from dlrun.errors import ConfigError
 
-    with pytest.raises(ConfigError) as caught:
-        dlrun.run(["task=summary", "model=cnn", "model.flatten_size=100", *common(tmp_path, "bad")])
+    (tmp_path / "wrong_width.py").write_text(BAD_NET)  # the user's own code and config, in the working directory
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "wrong_width.yaml").write_text("_target_: wrong_width.WrongWidth\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ShapeError) as caught:
+        dlrun.run(["task=summary", "model=wrong_width", "objective=classification", *common(tmp_path, "bad")])
     code, line = describe_error(caught.value, [])
     assert code == 2 and "\n" not in line
-    assert "flatten_size" in line and "100" in line and "9216" in line
+    assert line == "layer net.layers.3 (Linear): expects input [*, 32], got [128, 64]", line

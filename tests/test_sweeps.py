@@ -213,8 +213,16 @@ def test_failed_jobs_return_a_one_line_non_number() -> None:
 
     assert JobFailed.of(ValueError("bad\n  value")).error == "ValueError: bad value"
     assert JobFailed.of(ConfigError("optimizer.lr: must be > 0")).error == "optimizer.lr: must be > 0"
-    with pytest.raises(TypeError):
-        float(JobFailed("x"))  # Optuna then records the trial as failed instead of crashing the search
+    # What the sweeper makes of a job that returned it: a FAILED trial carrying the line, the search goes on.
+    from hydra.core.utils import JobReturn, JobStatus
+    from optuna.trial import TrialState
+
+    from dlrun.sweeping.sweeper import outcome
+
+    ret = JobReturn(status=JobStatus.COMPLETED, _return_value=JobFailed.of(ConfigError("optimizer.lr: must be > 0")))
+    assert outcome(ret) == (TrialState.FAIL, None, "optimizer.lr: must be > 0")
+    ret = JobReturn(status=JobStatus.COMPLETED, _return_value=0.25)
+    assert outcome(ret) == (TrialState.COMPLETE, 0.25, None)
 
 
 def test_a_sweep_with_tracking_off_runs_where_mlflow_is_not_installed(tmp_path: Path) -> None:

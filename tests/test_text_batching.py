@@ -19,7 +19,6 @@ from dlrun.data.text_batching import (
     pad_fraction,
 )
 
-MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 
 
 def random_lengths(n: int = 1000, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,13 +160,11 @@ def test_bad_arguments_name_the_key() -> None:
 
 
 @pytest.fixture(scope="module")
-def multi30k():
-    if not (MULTI30K / "train.de.gz").is_file():
-        pytest.skip(f"Multi30k not found at {MULTI30K}")
+def multi30k(multi30k_dir: Path):
     from dlrun.data.text_module import TextDataModule
 
     def path(name: str) -> str:
-        return str(MULTI30K / name)
+        return str(multi30k_dir / name)
 
     module = TextDataModule(
         *(path(f"{split}.{lang}.gz") for split in ("train", "val", "test_2016_flickr") for lang in ("de", "en")),
@@ -190,8 +187,8 @@ def test_pad_fraction_ordering_on_multi30k(multi30k) -> None:
         fractions[mode] = pad_fraction(batches)
     assert fractions["tokens"] < fractions["dynamic"]
     assert fractions["bucket"] < fractions["dynamic"] < fractions["padded"]
-    # measured with seed 0: padded 0.72, dynamic 0.51, bucket 0.18, tokens 0.06
-    assert fractions["padded"] > 0.65 and fractions["bucket"] < 0.25 and fractions["tokens"] < 0.1
+    # measured with seed 0: padded 0.72, dynamic 0.51, bucket 0.042, tokens 0.06; the target for bucket is <= 0.05
+    assert fractions["padded"] > 0.65 and fractions["bucket"] <= 0.05 and fractions["tokens"] < 0.1, fractions
     # the module's length-only shortcut (for logging train/pad_fraction) agrees with real batches
     assert multi30k.batching == "bucket"
     assert multi30k.pad_fraction("train") == pytest.approx(fractions["bucket"])

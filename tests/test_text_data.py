@@ -14,8 +14,7 @@ from dlrun.data.text_module import TextDataModule
 from dlrun.data.tokenizer import detokenize, tokenize
 from dlrun.data.vocab import Vocabulary
 
-REPO = Path(__file__).resolve().parents[1]
-MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+from helpers import MULTI30K, REPO
 
 TRAIN = [
     ("Ein Hund läuft.", "A dog runs."),
