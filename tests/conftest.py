@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import helpers` under any import mode
 
-from helpers import DATA, MNIST, MNIST_FILES  # noqa: E402
+from helpers import DATA, MNIST, MNIST_FILES, MULTI30K, MULTI30K_FILES  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,6 +24,15 @@ def mnist_dir() -> Path:
     if missing:
         pytest.fail(f"real MNIST needed: {', '.join(missing)} missing in {MNIST} (set DLRUN_DATA_DIR)")
     return MNIST
+
+
+@pytest.fixture(scope="session")
+def multi30k_dir() -> Path:
+    """Folder with the six Multi30k .gz files (``$DLRUN_DATA_DIR/multi30k``); missing files fail, as MNIST's do."""
+    missing = [name for name in MULTI30K_FILES if not (MULTI30K / name).is_file()]
+    if missing:
+        pytest.fail(f"real Multi30k needed: {', '.join(missing)} missing in {MULTI30K} (set DLRUN_DATA_DIR)")
+    return MULTI30K
 
 
 @pytest.fixture(scope="session")
