@@ -53,10 +53,14 @@ def get_run(client: Any, run_id: str, key: str = "ckpt") -> Any:
 
 
 def choose_checkpoint(names: list[str]) -> str | None:
-    """The best checkpoint among artifact paths: anything but ``last.ckpt``, newest epoch first."""
+    """The checkpoint to load from a run's artifact paths: the highest-named ``epochNNN.ckpt``, else ``last.ckpt``.
+
+    Training uploads only its best checkpoint (by ``objective.monitor``), so there is usually one; the name
+    order says nothing about which of several is best.
+    """
     ckpts = sorted(n for n in names if n.endswith(".ckpt"))
-    best = [n for n in ckpts if Path(n).name != "last.ckpt"]
-    return (best or ckpts or [None])[-1]
+    epochs = [n for n in ckpts if Path(n).name != "last.ckpt"]
+    return (epochs or ckpts or [None])[-1]
 
 
 def download_checkpoint(client: Any, run_id: str, dest: Path, artifact: str | None = None, key: str = "ckpt") -> Path:
