@@ -17,9 +17,10 @@ one (checked on a few contexts before scoring).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 
 from common import data_dir, emit, machine
@@ -47,7 +48,7 @@ class KneserNeyTrigram:
         for (v, w), n in bi_cont.items():
             self.bi_ctx[v] += n
             self.bi_types[v] += 1
-        for v, w in Counter(zip(tokens, tokens[1:])):
+        for v, w in Counter(itertools.pairwise(tokens)):
             uni_cont[w] += 1
         self.uni = uni_cont
         self.uni_total = sum(uni_cont.values())
@@ -106,7 +107,9 @@ def main() -> None:
 
     _, data_kwargs = preset()
     folder = data_dir() / "multi30k"
-    dm = LanguageModelDataModule(str(folder / "train.en.gz"), str(folder / "val.en.gz"), str(folder / "test_2016_flickr.en.gz"), **data_kwargs)
+    dm = LanguageModelDataModule(
+        str(folder / "train.en.gz"), str(folder / "val.en.gz"), str(folder / "test_2016_flickr.en.gz"), **data_kwargs
+    )
     dm.setup()
     started = time.perf_counter()
     train = dm.stream("train").tolist()

@@ -1,4 +1,4 @@
-"""Recurrent LM training speed: the fused layer (``impl=layer``) vs the same weights unrolled with cells (``impl=cell``).
+"""Recurrent LM training speed: fused layer (``impl=layer``) vs the same weights unrolled with cells (``impl=cell``).
 
     python bench/lm_impl_speed.py                      # 30 steps per side, 3 alternating rounds, 1 thread
     python bench/lm_impl_speed.py --batches 5 --repeats 1
@@ -17,9 +17,8 @@ import time
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
-
 from common import ROOT, data_dir, emit, machine, median, set_threads, size_args
+from omegaconf import OmegaConf
 
 
 def preset() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -61,7 +60,9 @@ def main() -> None:
 
     model_kwargs, data_kwargs = preset()
     folder = data_dir() / "multi30k"
-    dm = LanguageModelDataModule(str(folder / "train.en.gz"), str(folder / "val.en.gz"), str(folder / "test_2016_flickr.en.gz"), **data_kwargs)
+    dm = LanguageModelDataModule(
+        str(folder / "train.en.gz"), str(folder / "val.en.gz"), str(folder / "test_2016_flickr.en.gz"), **data_kwargs
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     windows = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,11 @@ def write(path: Path, lines: list[str]) -> str:
 
 @pytest.fixture
 def paths(tmp_path: Path) -> dict[str, str]:
-    return {"train": write(tmp_path / "train.gz", TRAIN), "val": write(tmp_path / "val.txt", VAL), "test": write(tmp_path / "test.gz", TEST)}
+    return {
+        "train": write(tmp_path / "train.gz", TRAIN),
+        "val": write(tmp_path / "val.txt", VAL),
+        "test": write(tmp_path / "test.gz", TEST),
+    }
 
 
 def read_epoch(rows: torch.Tensor, sampler: WindowSampler) -> list:
@@ -56,7 +61,7 @@ def test_window_k_plus_1_continues_window_k_and_every_token_is_a_target_once(ran
         batches = read_epoch(rows, sampler)
         assert len(batches) == len(sampler)  # the trainer's count holds every epoch
         assert batches[0].start == 0
-        for prev, nxt in zip(batches, batches[1:]):
+        for prev, nxt in itertools.pairwise(batches):
             assert nxt.start == prev.end
             # The next window's first input is the previous window's last target, in every row.
             assert torch.equal(nxt.tokens[:, 0], prev.target[:, -1])
@@ -93,7 +98,9 @@ def test_module_streams_are_sentences_with_eos_and_train_vocabulary(paths: dict[
     assert int((stream == EOS_INDEX).sum()) == len(sentences)  # empty lines skipped, one <eos> per sentence
     assert dm.decode(stream[:4]) == "a dog runs."
     val = dm.stream("val")
-    assert dm.vocab.itos[int(val[0])] == "a" and int(val[4]) == EOS_INDEX and int(val[6]) == UNK_INDEX  # "cow" is not in the training split
+    assert (
+        dm.vocab.itos[int(val[0])] == "a" and int(val[4]) == EOS_INDEX and int(val[6]) == UNK_INDEX
+    )  # "cow" is not in the training split
     assert dm.dims == {"vocab_size": len(dm.vocab), "pad_index": 0, "bos_index": 2, "eos_index": 3}
     assert dm.data_files() == {split: [Path(p)] for split, p in paths.items()}
     batches = list(dm.train_dataloader())
@@ -134,7 +141,7 @@ def test_bad_input_gets_one_line_errors(paths: dict[str, str], tmp_path: Path) -
     with pytest.raises(DataError, match=r"nope\.txt: file not found"):
         missing.setup("fit")
     bad = tmp_path / "latin1.txt"
-    bad.write_bytes("a dog\n".encode() + "a gr\xfcn dog\n".encode("latin-1"))
+    bad.write_bytes(b"a dog\n" + "a gr\xfcn dog\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin1\.txt:2: not valid UTF-8 \(byte 0xfc at column 5\)"):
         LanguageModelDataModule(**{**paths, "train": str(bad)}).setup("fit")
     blank = write(tmp_path / "blank.txt", ["", "   "])

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from helpers import DATA, all_runs, dlrun, dlrun_many, store_uri
+from helpers import DATA, all_runs, dlrun_many, store_uri
 
 MULTI30K = DATA / "multi30k"
 pytestmark = pytest.mark.skipif(not (MULTI30K / "train.en.gz").is_file(), reason="Multi30k not found")
@@ -32,10 +31,13 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for name in ("train", "latin1"):
         (root / name).mkdir()
     latin1 = root / "latin1" / "bad.en"
-    latin1.write_bytes("a man .\n".encode() + "a gr\xfcn room .\n".encode("latin-1"))
+    latin1.write_bytes(b"a man .\n" + "a gr\xfcn room .\n".encode("latin-1"))
     jobs = {
         "train": ([*TINY, f"tracking.uri={store_uri(root / 'train')}"], root / "train"),
-        "latin1": (["experiment=multi30k_lm", f"data.train={latin1}", f"tracking.uri={store_uri(root / 'latin1')}"], root / "latin1"),
+        "latin1": (
+            ["experiment=multi30k_lm", f"data.train={latin1}", f"tracking.uri={store_uri(root / 'latin1')}"],
+            root / "latin1",
+        ),
     }
     out = dlrun_many(jobs)
     out["root"] = root

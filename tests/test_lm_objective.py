@@ -1,8 +1,7 @@
-"""The language-model objective: truncated BPTT (state carried and detached), stateful vs stateless, overfit, resume, samples."""
+"""The language-model objective: truncated BPTT, stateful vs stateless, overfit, resume, samples."""
 
 from __future__ import annotations
 
-import copy
 import gzip
 import warnings
 from functools import partial
@@ -22,7 +21,9 @@ V = 29
 SENTENCES = ["the cat sat on the mat .", "a dog ran in the park !", "birds sing at dawn ."]
 
 
-def objective(stateful: bool = True, seed: int = 0, lr: float = 1e-2, size: int = 16, **kwargs) -> LanguageModelObjective:
+def objective(
+    stateful: bool = True, seed: int = 0, lr: float = 1e-2, size: int = 16, **kwargs
+) -> LanguageModelObjective:
     torch.manual_seed(seed)
     net = RNNLanguageModel(kwargs.pop("vocab_size", V), size, size, num_layers=kwargs.pop("num_layers", 1), dropout=0.0)
     return LanguageModelObjective(net, partial(torch.optim.Adam, lr=lr), stateful=stateful, **kwargs)
@@ -41,10 +42,10 @@ def corpus(tmp_path: Path, repeats: int = 12) -> dict[str, str]:
 
 
 def trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    options = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=str(tmp_path), num_sanity_val_steps=0,
-    )  # fmt: skip
+    options = {
+        "logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+        "default_root_dir": str(tmp_path), "num_sanity_val_steps": 0,
+    }  # fmt: skip
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     return pl.Trainer(**{**options, **kwargs})
 
@@ -118,7 +119,9 @@ def test_evaluation_starts_from_zeros_and_keeps_the_training_state(tmp_path: Pat
 def test_tiny_corpus_is_overfit_to_perplexity_near_one(tmp_path: Path) -> None:
     dm = LanguageModelDataModule(**corpus(tmp_path), batch_size=2, eval_batch_size=2, bptt=10, min_freq=1)
     dm.setup("fit")
-    module = objective(stateful=True, lr=2e-2, size=32, prompts=[], samples_per_prompt=0, **{"vocab_size": dm.dims["vocab_size"]})
+    module = objective(
+        stateful=True, lr=2e-2, size=32, prompts=[], samples_per_prompt=0, vocab_size=dm.dims["vocab_size"]
+    )
     trainer(tmp_path, max_epochs=40, gradient_clip_val=1.0).fit(module, datamodule=dm)
     assert float(trainer_metrics := module.trainer.callback_metrics["val/ppl"]) < 1.3, trainer_metrics
     results = module.trainer.test(module, datamodule=dm, verbose=False)
@@ -165,9 +168,13 @@ def test_mid_epoch_state_survives_a_checkpoint() -> None:
 def test_samples_are_written_and_published_every_validation_epoch(tmp_path: Path) -> None:
     dm = LanguageModelDataModule(**corpus(tmp_path, repeats=2), batch_size=2, eval_batch_size=2, bptt=8, min_freq=1)
     dm.setup("fit")
-    module = objective(vocab_size=dm.dims["vocab_size"], prompts=["The cat", ""], samples_per_prompt=2, top_k=3, max_new_tokens=5)
+    module = objective(
+        vocab_size=dm.dims["vocab_size"], prompts=["The cat", ""], samples_per_prompt=2, top_k=3, max_new_tokens=5
+    )
     published: list = []
-    callback = LanguageModelSamples(tmp_path / "run", publish=lambda path, folder: published.append((path.name, folder)))
+    callback = LanguageModelSamples(
+        tmp_path / "run", publish=lambda path, folder: published.append((path.name, folder))
+    )
     trainer(tmp_path, max_epochs=2, limit_train_batches=2, callbacks=[callback]).fit(module, datamodule=dm)
     assert published == [("epoch_000.txt", "samples"), ("epoch_001.txt", "samples")]
     text = (tmp_path / "run" / "samples" / "epoch_001.txt").read_text(encoding="utf-8").splitlines()

@@ -119,7 +119,12 @@ class LanguageModelDataModule(DataModule):
     @property
     def dims(self) -> dict[str, int]:
         """Keyword arguments for the model and objective: vocabulary size and special ids."""
-        return {"vocab_size": len(self._vocab()), "pad_index": PAD_INDEX, "bos_index": BOS_INDEX, "eos_index": EOS_INDEX}
+        return {
+            "vocab_size": len(self._vocab()),
+            "pad_index": PAD_INDEX,
+            "bos_index": BOS_INDEX,
+            "eos_index": EOS_INDEX,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """The vocabulary as a plain list (empty before it exists), saved into Lightning checkpoints."""

@@ -42,7 +42,11 @@ class LMBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> LMBatch:
         """The same batch on ``device`` (Lightning moves batches itself; this is for plain loops)."""
-        return LMBatch(self.tokens.to(device, non_blocking=non_blocking), self.target.to(device, non_blocking=non_blocking), self.start)
+        return LMBatch(
+            self.tokens.to(device, non_blocking=non_blocking),
+            self.target.to(device, non_blocking=non_blocking),
+            self.start,
+        )
 
     def pin_memory(self) -> LMBatch:
         """Page-locked copy, for DataLoader(pin_memory=True)."""
@@ -59,7 +63,9 @@ def cut_streams(ids: torch.Tensor, num_streams: int, world_size: int = 1, rank: 
     if ids.dim() != 1:
         raise ValueError(f"ids: expected shape (N,), got {tuple(ids.shape)}")
     if num_streams < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"streams: need num_streams >= 1 and 0 <= rank < world_size, got {num_streams}, {rank}, {world_size}")
+        raise ValueError(
+            f"streams: need num_streams >= 1 and 0 <= rank < world_size, got {num_streams}, {rank}, {world_size}"
+        )
     total = num_streams * world_size
     length = ids.numel() // total
     if length < 2:
@@ -68,7 +74,9 @@ def cut_streams(ids: torch.Tensor, num_streams: int, world_size: int = 1, rank: 
     return rows[rank * num_streams : (rank + 1) * num_streams].clone()
 
 
-def window_bounds(length: int, bptt: int, random_bptt: bool = False, generator: torch.Generator | None = None) -> list[tuple[int, int]]:
+def window_bounds(
+    length: int, bptt: int, random_bptt: bool = False, generator: torch.Generator | None = None
+) -> list[tuple[int, int]]:
     """``(start, size)`` of the consecutive windows over rows of ``length`` tokens (``length - 1`` targets).
 
     Fixed: windows of ``bptt`` tokens, the last one shorter. Random (AWD-LSTM): the same number of
@@ -110,7 +118,9 @@ class StreamWindows(Dataset[LMBatch]):
         if start < 0 or size < 1 or start + size >= self.rows.size(1):
             raise IndexError(f"window ({start}, {size}) outside rows of length {self.rows.size(1)}")
         # clone(): a window of its own, not a view that would drag the whole split along (workers, pinning).
-        return LMBatch(self.rows[:, start : start + size].clone(), self.rows[:, start + 1 : start + 1 + size].clone(), start)
+        return LMBatch(
+            self.rows[:, start : start + size].clone(), self.rows[:, start + 1 : start + 1 + size].clone(), start
+        )
 
     def __len__(self) -> int:
         return self.rows.size(1) - 1

@@ -11,7 +11,9 @@ from torch import Tensor
 LanguageModel = Callable[[Tensor, Any], tuple[Tensor, Any]]
 
 
-def next_token(logits: Tensor, temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None) -> Tensor:
+def next_token(
+    logits: Tensor, temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None
+) -> Tensor:
     """Draw one id per row from ``logits (batch, vocab)``: softmax(logits / temperature) over the ``top_k`` best.
 
     ``temperature == 0`` takes the argmax; ``top_k == 0`` keeps the whole vocabulary. Returns ``(batch,)``.

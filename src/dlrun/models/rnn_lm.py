@@ -46,7 +46,12 @@ class RNNLanguageModel(nn.Module):
             raise ValueError(f"cell: expected 'lstm' or 'gru', got {cell!r}")
         if impl not in ("layer", "cell"):
             raise ValueError(f"impl: expected 'layer' or 'cell', got {impl!r}")
-        for key, value in (("vocab_size", vocab_size), ("emb_size", emb_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        for key, value in (
+            ("vocab_size", vocab_size),
+            ("emb_size", emb_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
             if value < 1:
                 raise ValueError(f"{key}: must be >= 1, got {value}")
         if not 0.0 <= dropout < 1.0:
@@ -85,7 +90,9 @@ class RNNLanguageModel(nn.Module):
         """Tensors in a state: 2 for LSTM (h, c), 1 for GRU (h)."""
         return 2 if self.cell == "lstm" else 1
 
-    def init_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
         """Zero state: ``state_size`` tensors ``(num_layers, batch_size, hidden_size)``."""
         weight = self.output.weight
         shape = (self.num_layers, batch_size, self.hidden_size)

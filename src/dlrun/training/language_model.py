@@ -69,7 +69,9 @@ class LanguageModelObjective(Objective):
         if top_k < 0:
             raise ValueError(f"top_k: must be >= 0 (0: whole vocabulary), got {top_k}")
         if max_new_tokens < 1 or samples_per_prompt < 0:
-            raise ValueError(f"max_new_tokens / samples_per_prompt: must be >= 1 / >= 0, got {max_new_tokens} / {samples_per_prompt}")
+            raise ValueError(
+                f"max_new_tokens / samples_per_prompt: must be >= 1 / >= 0, got {max_new_tokens} / {samples_per_prompt}"
+            )
         prompts = [str(p) for p in prompts]  # a plain list (not a ListConfig) in hyper_parameters: weights_only loads
         # Only plain data goes into the checkpoint's hyper_parameters (loadable with weights_only=True).
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -112,7 +114,7 @@ class LanguageModelObjective(Objective):
     # -- state ---------------------------------------------------------------------------
 
     def initial_state(self, kind: str, batch: Any) -> tuple[Tensor, ...] | None:
-        """The state window ``batch`` starts from: the saved one if stateful and ``batch`` continues it, else None (zeros)."""
+        """The state ``batch`` starts from: the saved one if stateful and ``batch`` continues it, else None (zeros)."""
         if not self.stateful or kind not in self._states:
             return None
         state, position = self._states[kind]
@@ -207,14 +209,18 @@ class LanguageModelObjective(Objective):
 
     # -- generation ----------------------------------------------------------------------
 
-    def continuations(self, prompts: Sequence[str], datamodule: Any, per_prompt: int | None = None) -> list[tuple[str, str]]:
+    def continuations(
+        self, prompts: Sequence[str], datamodule: Any, per_prompt: int | None = None
+    ) -> list[tuple[str, str]]:
         """``(prompt, prompt and continuation)`` texts, ``per_prompt`` samples each (default ``samples_per_prompt``).
 
         Every prompt is read after ``<eos>`` (a sentence start), in eval mode, with a generator seeded by
         ``sample_seed``, so the same weights give the same samples. ``datamodule`` supplies ``vocab``
         and ``lowercase`` (the checkpoint's vocabulary).
         """
-        if getattr(datamodule, "vocab", None) is None:  # not restored from a checkpoint: build it from the training split
+        if (
+            getattr(datamodule, "vocab", None) is None
+        ):  # not restored from a checkpoint: build it from the training split
             datamodule.setup("fit")
         vocab = datamodule.vocab
         lowercase = getattr(datamodule, "lowercase", True)
@@ -230,7 +236,14 @@ class LanguageModelObjective(Objective):
                 prompt_ids = [self.eos_index, *vocab.encode(words)]
                 for _ in range(per_prompt):
                     ids = continue_prompt(
-                        self.net, prompt_ids, hp.max_new_tokens, self.eos_index, hp.temperature, hp.top_k, generator, self.device
+                        self.net,
+                        prompt_ids,
+                        hp.max_new_tokens,
+                        self.eos_index,
+                        hp.temperature,
+                        hp.top_k,
+                        generator,
+                        self.device,
                     )
                     pairs.append((detokenize(words), detokenize(words + vocab.decode(ids))))
             return pairs
