@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any
 
-from dlrun.errors import RunInterrupted, UserError
+from dlrun.errors import RunInterrupted, TrialPruned, UserError
 
 CONFIG_NAME = "config"
 
@@ -30,6 +30,10 @@ def _task(cfg: Any) -> Any:
     try:
         return run_task(cfg)
     except BaseException as err:  # noqa: BLE001 - re-raised by main() once Hydra is done
+        if isinstance(err, TrialPruned):  # stopped early by a search's pruner: an outcome, not a failure
+            from dlrun.tracking.sweep import JobPruned
+
+            return JobPruned(err.epoch, err.value)
         _failures.append(err)
         if isinstance(err, (KeyboardInterrupt, RunInterrupted)):
             raise  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
@@ -178,8 +182,6 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
         allowed = f"; available: {', '.join(options)}" if options else ""
-        if group == "objective":  # chosen by conf/config.yaml as `objective: ${model}`
-            allowed += f" (the objective follows model=; pass objective=classification or add conf/objective/{option}.yaml)"
         return f"{group}={option}: no such {group}{allowed}"
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:

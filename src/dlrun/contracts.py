@@ -118,8 +118,9 @@ def _qualname(obj: Any) -> str:
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
-    """True when ``obj`` defines ``name`` itself rather than inheriting the base class's placeholder."""
-    for klass in type(obj).__mro__:
+    """True when ``obj`` (an instance or a class) defines ``name`` itself rather than inheriting the base's placeholder."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    for klass in cls.__mro__:
         if klass is base:
             return False
         if name in vars(klass):
@@ -178,8 +179,11 @@ class ObjectiveView:
 
     @property
     def throughput_unit(self) -> str | None:
-        """Unit of ``train/<unit>_per_s``; None when the module cannot count units."""
-        return getattr(self.module, "throughput_unit", "samples") if self._has("count_units") else None
+        """Unit of ``train/<unit>_per_s``; None (said once) when the module cannot count units."""
+        if not self._has("count_units"):
+            say_once(f"{_qualname(self.module)} has no count_units(batch): no train/samples_per_s")
+            return None
+        return getattr(self.module, "throughput_unit", "samples")
 
     def _has(self, name: str) -> bool:
         if isinstance(self.module, Objective):
@@ -187,8 +191,12 @@ class ObjectiveView:
         return callable(getattr(self.module, name, None))
 
     def example_input(self, batch: Any) -> Any | None:
-        """The network's input for a batch; None (said once) when the module cannot say."""
+        """The network's input for a batch; Lightning's ``example_input_array`` for a plain module that sets it;
+        None (said once) when the module cannot say."""
         if not self._has("example_input"):
+            fixed = getattr(self.module, "example_input_array", None)
+            if fixed is not None:
+                return fixed
             say_once(f"{_qualname(self.module)} has no example_input(batch): no layer summary and no logged MLflow model")
             return None
         return self.module.example_input(batch)
@@ -206,6 +214,25 @@ class ObjectiveView:
     def predicts_lines(self) -> bool:
         """True when the objective turns text lines into text lines (``predict_lines``)."""
         return self._has("predict_lines")
+
+
+def check_classes(data_cls: Any, objective_cls: Any, builds_model: bool) -> None:
+    """Check the configured classes against the contract before anything is built (one line per fault)."""
+    for key, cls, base, lightning in (
+        ("data", data_cls, DataModule, pl.LightningDataModule),
+        ("objective", objective_cls, Objective, pl.LightningModule),
+    ):
+        if isinstance(cls, type) and not issubclass(cls, lightning):
+            raise ConfigError(f"{key}._target_: {cls.__module__}.{cls.__qualname__} is not a {lightning.__name__} (see dlrun.contracts.{base.__name__})")
+    name = f"{data_cls.__module__}.{data_cls.__qualname__}" if isinstance(data_cls, type) else str(data_cls)
+    if builds_model and isinstance(data_cls, type) and issubclass(data_cls, DataModule) and not _overrides(data_cls, DataModule, "dims"):
+        raise ConfigError(f"data: {name} does not implement dims (dlrun.contracts.DataModule)")
+    if isinstance(objective_cls, type) and issubclass(objective_cls, Objective):
+        for member in ("example_input", "count_units"):
+            if not _overrides(objective_cls, Objective, member):
+                raise ConfigError(
+                    f"objective: {objective_cls.__module__}.{objective_cls.__qualname__} does not implement {member} (dlrun.contracts.Objective)"
+                )
 
 
 def data_view(datamodule: Any, key: str = "data") -> DataView:

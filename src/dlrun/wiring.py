@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import dlrun
 from dlrun.config.build import build, check_node, locate
 from dlrun.config.validate import check_call
-from dlrun.contracts import DataView, ObjectiveView, RunContext, data_view, objective_view
+from dlrun.contracts import DataView, ObjectiveView, RunContext, check_classes, data_view, objective_view
 from dlrun.errors import ConfigError
 from dlrun.tracking.run import RunSpec
 
@@ -129,8 +129,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.task not in TASK_NAMES:
         raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASK_NAMES)}")
     takes = objective_takes(cfg)
-    check_node(cfg.data, "data")
-    check_node(cfg.objective, "objective")
+    data_cls = check_node(cfg.data, "data")
+    objective_cls = check_node(cfg.objective, "objective")
+    check_classes(data_cls, objective_cls, builds_model="net" in takes)
     if "net" in takes:
         check_node(cfg.model, "model")
     if "optimizer" in takes:
@@ -243,6 +244,7 @@ def model_summary(objective: ObjectiveView, batch: Any) -> str | None:
     if example is None:
         return None
     module = objective.module
+    own = module.example_input_array
     module.example_input_array = example
     try:
         return str(ModelSummary(module, max_depth=-1))
@@ -252,8 +254,8 @@ def model_summary(objective: ObjectiveView, batch: Any) -> str | None:
         trace(module, example)  # raises ShapeError naming the failing layer and both shapes
         raise
     finally:
-        # Lightning would push this raw input through the data module's batch hooks again during fit.
-        module.example_input_array = None
+        # A batch-derived input would be pushed through the data module's batch hooks again during fit.
+        module.example_input_array = own
 
 
 # -- callbacks and trainer ---------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class ClassificationPlots(pl.Callback):
         n = logits.size(-1)
         counts = torch.bincount(y * n + predicted, minlength=n * n).reshape(n, n).cpu()
         self._confusion = counts if self._confusion is None else self._confusion + counts
-        if len(self._wrong) < self.max_images:
+        if len(self._wrong) < self.max_images and x.dim() >= 3:  # images (batch, [channels,] height, width) only
             for row in (predicted != y).nonzero().flatten()[: self.max_images - len(self._wrong)].tolist():
                 self._wrong.append((x[row].float().cpu(), int(predicted[row]), int(y[row])))
 
@@ -99,7 +99,9 @@ class ClassificationPlots(pl.Callback):
             return
         plots = self.out_dir / "plots"
         self._publish(plot_confusion(self._confusion.numpy(), plots / "confusion_matrix.png", "test"))
-        images = torch.stack([w[0] for w in self._wrong]).numpy() if self._wrong else []
+        if not self._wrong:
+            return  # no errors, or inputs that are not images
+        images = torch.stack([w[0] for w in self._wrong]).numpy()
         predicted, true = [w[1] for w in self._wrong], [w[2] for w in self._wrong]
         self._publish(plot_misclassified(images, predicted, true, plots / "misclassified.png"))
 
