@@ -9,7 +9,7 @@ from typing import Any
 
 CONFIG_HASH_TAG = "dlrun.config_hash"
 # Keys that differ between two runs of the same experiment without changing what is computed.
-VOLATILE_KEYS = ("paths.output_dir",)
+VOLATILE_KEYS = ("paths.output_dir", "resources.threads")  # threads: the same run, faster or slower
 
 
 def config_hash(config: Mapping[str, Any], volatile: tuple[str, ...] = VOLATILE_KEYS) -> str:

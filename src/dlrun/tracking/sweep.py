@@ -7,6 +7,10 @@ How the pieces meet, whatever the launcher (in-process, joblib workers, submitit
   returned metric, error, or the earlier run it reused;
 - ``on_multirun_end`` (main process) reads those records plus the child runs from MLflow, prints the
   table, logs it on the parent run, closes the parent and fails the command if any job failed.
+
+An Optuna search (dlrun's ``hydra/sweeper=optuna``) keeps one parent run per study, found again by its tag
+``dlrun.study`` when the same command continues the study; its table has one row per trial of the study.
+Jobs that differ only by ``seed`` are also summarized per configuration (``dlrun.tracking.seed_stats``).
 """
 
 from __future__ import annotations
@@ -55,6 +59,14 @@ class JobFailed:
         """The error as one line: the message of dlrun's own errors, ``Type: message`` of others."""
         message = " ".join(str(err).split()) or type(err).__name__
         return cls(message if isinstance(err, UserError) else f"{type(err).__name__}: {message}")
+
+
+@dataclass(frozen=True)
+class JobPruned:
+    """What a job stopped by its search's pruner returns to Hydra: the epochs it trained and its last value."""
+
+    epoch: int
+    value: float | None = None
 
 
 @dataclass
@@ -106,6 +118,13 @@ def current_sweep() -> tuple[Sweep, int] | None:
 def job_tags(config: dict[str, Any]) -> dict[str, str]:
     """Tags for a job's run: its config hash always; sweep id, job number and parent run inside a sweep."""
     tags = {CONFIG_HASH_TAG: config_hash(config)}
+    trial = config.get("trial")
+    if isinstance(trial, dict) and trial.get("number") is not None:  # an Optuna trial (keys added by the sweeper)
+        from dlrun.sweeping.recover import STUDY_TAG, TRIAL_TAG
+        from dlrun.sweeping.study import StudyRef
+
+        tags[STUDY_TAG] = StudyRef(str(trial["storage"]), str(trial["study"])).key
+        tags[TRIAL_TAG] = str(trial["number"])
     found = current_sweep()
     if found:
         sweep, num = found
@@ -202,6 +221,8 @@ class SweepCallback(Callback):
         from dlrun.tracking.run import TrackedRun
         from dlrun.tracking.store import get_or_create_experiment, resolve_uri
 
+        from dlrun.sweeping.study import study_ref
+
         cwd = Path(str(config.hydra.runtime.cwd))
         client, uri = _client(config.tracking.uri, cwd)
         choices = config.hydra.runtime.choices
@@ -209,6 +230,7 @@ class SweepCallback(Callback):
         experiment_id = get_or_create_experiment(client, experiment, resolve_uri(uri, cwd)[1])
         arguments = [str(a) for a in config.hydra.overrides.task]
         name = config.tracking.run_name or choices.get("experiment") or experiment
+        study = study_ref(config)
         tags = {
             SWEEP_ID_TAG: sweep.sweep_id,
             "dlrun.version": dlrun.__version__,
@@ -221,14 +243,28 @@ class SweepCallback(Callback):
             "mlflow.source.name": "dlrun",
             "mlflow.source.type": "LOCAL",
         }
-        created = client.create_run(experiment_id, run_name=f"{name}-sweep", tags=tags)
-        parent = TrackedRun(client, created.info.run_id, experiment_id, uri)
-        parent.log_params(sweep_params(config))
+        earlier = study_parent(client, experiment_id, study.key) if study else None
+        if earlier is not None:  # the same study continued: the same parent run, continued
+            sweep.sweep_id = tags[SWEEP_ID_TAG] = earlier.data.tags.get(SWEEP_ID_TAG, sweep.sweep_id)
+            client.update_run(earlier.info.run_id, status="RUNNING")
+            parent = TrackedRun(client, earlier.info.run_id, experiment_id, uri)
+            parent.set_tags(tags)
+            # MLflow refuses to change a param: a changed argument (n_trials=40) shows in dlrun.sweep_args only.
+            parent.log_params({k: v for k, v in sweep_params(config).items() if k not in earlier.data.params})
+        else:
+            if study:
+                from dlrun.sweeping.recover import STUDY_TAG
+
+                tags[STUDY_TAG] = study.key
+            created = client.create_run(experiment_id, run_name=f"{name}-{'search' if study else 'sweep'}", tags=tags)
+            parent = TrackedRun(client, created.info.run_id, experiment_id, uri)
+            parent.log_params(sweep_params(config))
         sweep.parent_run_id, sweep.tracking_uri, sweep.experiment_id = parent.run_id, uri, experiment_id
         self._closed = False
         # A sweeper that crashes skips on_multirun_end: do not leave the parent RUNNING forever.
         atexit.register(self._close_if_open)
-        print(f"sweep {sweep.sweep_id}: parent run {parent.run_id} in experiment '{experiment}'", flush=True)
+        again = " (continued)" if earlier is not None else ""
+        print(f"sweep {sweep.sweep_id}: parent run {parent.run_id}{again} in experiment '{experiment}'", flush=True)
 
     # ---- the job's own process (main, joblib worker or cluster node)
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -242,9 +278,11 @@ class SweepCallback(Callback):
             return
         output_dir = str(config.hydra.runtime.output_dir)
         value = getattr(job_return, "_return_value", None)
-        status, error = "FINISHED", None
+        status, error, pruned_epoch = "FINISHED", None, None
         if isinstance(value, JobFailed):
             status, error, value = "FAILED", value.error, None
+        elif isinstance(value, JobPruned):
+            status, pruned_epoch, value = "PRUNED", value.epoch, value.value
         elif isinstance(value, BaseException):  # a task not wrapped by dlrun's CLI raised
             status, error, value = "FAILED", f"{type(value).__name__}: {' '.join(str(value).split())}", None
         reused = _reused.pop(output_dir, None)
@@ -253,12 +291,14 @@ class SweepCallback(Callback):
         record = {
             "sweep_id": sweep.sweep_id,
             "num": int(config.hydra.job.num),
-            "overrides": [str(o) for o in config.hydra.overrides.task],
+            # An Optuna trial's +trial.* keys only say which trial it is: its number is the row's.
+            "overrides": [str(o) for o in config.hydra.overrides.task if not str(o).startswith("+trial.")],
             "status": status,
             "value": _number(value),
             "error": error,
             "reused_run_id": reused,
             "output_dir": output_dir,
+            "pruned_epoch": pruned_epoch,
         }
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         (Path(output_dir) / JOB_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -270,21 +310,39 @@ class SweepCallback(Callback):
         folder, sweep = sweep_dir(config.hydra), self.sweep
         if sweep is None:
             return
+        from dlrun.sweeping.study import study_ref
+
         rows = job_rows(folder, sweep)
         metric, mode = str(config.optimized_metric), str(config.objective.get("mode", "max"))
         children: dict[str, Any] = {}
         if sweep.parent_run_id:
             children = child_runs(sweep)
             merge_runs(rows, children, metric)
-        failed = [r for r in rows if not r.ok]
-        title = f"sweep {sweep.sweep_id}: {len(rows)} jobs, {len(failed)} failed"
-        table = sweep_table(rows, metric, mode, title)
+        failed = [r for r in rows if r.failed]  # this command's jobs: an earlier run's failures are history
+        study = study_ref(config)
+        if study is not None:
+            from dlrun.sweeping.report import study_rows, study_title
+
+            mode = "max" if str(config.hydra.sweeper.direction).lower().endswith("maximize") else "min"
+            shown = study_rows(study, sweep)
+            title = study_title(study, shown, failed)
+        else:
+            shown, title = rows, f"sweep {sweep.sweep_id}: {len(rows)} jobs, {len(failed)} failed"
+        table = sweep_table(shown, metric, mode, title)
         from rich.console import Console
 
         # Logs and pipes get 80 columns by default: too narrow for overrides and run ids.
-        Console(width=None if sys.stdout.isatty() else 160).print(table)
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        console.print(table)
+        seeds = seed_summary(rows, children, sweep, metric, mode) if study is None else None
+        if seeds is not None:
+            console.print(seeds[0])
         if sweep.parent_run_id:
-            self._report_parent(sweep, rows, table, metric, mode, failed)
+            if study is not None:
+                from dlrun.sweeping.report import report_study
+
+                report_study(config, study, sweep, shown, metric, mode)  # best trial, plots, best.yaml
+            self._report_parent(sweep, shown, table, metric, mode, failed, seeds)
         if failed:
             first = min(failed, key=lambda r: r.num)
             varying = [o for o in first.overrides if o not in common_overrides(rows)]
@@ -294,7 +352,7 @@ class SweepCallback(Callback):
             )
 
     def _report_parent(
-        self, sweep: Sweep, rows: list[JobRow], table: Any, metric: str, mode: str, failed: list
+        self, sweep: Sweep, rows: list[JobRow], table: Any, metric: str, mode: str, failed: list, seeds: Any = None
     ) -> None:
         from mlflow.tracking import MlflowClient
 
@@ -303,7 +361,15 @@ class SweepCallback(Callback):
         parent = TrackedRun(
             MlflowClient(sweep.tracking_uri), sweep.parent_run_id, sweep.experiment_id, sweep.tracking_uri
         )
-        parent.log_text(table_text(table), "sweep_table.txt")
+        text = table_text(table)
+        if seeds is not None:
+            from dlrun.tracking.seed_stats import as_dicts
+
+            seed_table, groups, metrics = seeds
+            text += "\n" + table_text(seed_table)
+            parent.log_metrics(metrics)
+            parent.log_text(json.dumps(as_dicts(groups), indent=2), "seed_stats.json")
+        parent.log_text(text, "sweep_table.txt")
         parent.log_text(json.dumps([r.as_dict() for r in rows], indent=2), "sweep_jobs.json")
         best = best_row(rows, mode)
         tags: dict[str, Any] = {"dlrun.jobs": len(rows), "dlrun.failed_jobs": len(failed)}
@@ -381,8 +447,46 @@ def merge_runs(rows: list[JobRow], runs: dict[str, Any], metric: str) -> None:
         if run is None:
             continue
         row.run_id = run.info.run_id
-        if run.info.status in ("FAILED", "KILLED"):
+        if run.info.status == "KILLED" and "dlrun.pruned" in run.data.tags:  # stopped by a pruner
+            row.status, row.pruned_epoch = "PRUNED", int(run.data.tags["dlrun.pruned"])
+        elif run.info.status in ("FAILED", "KILLED"):
             row.status = run.info.status
             row.error = row.error or run.data.tags.get("dlrun.error")
         if row.value is None and row.ok:
             row.value = run.data.metrics.get(metric)
+
+
+def study_parent(client: Any, experiment_id: str, key: str) -> Any | None:
+    """The parent run of an earlier search of the same study (tag ``dlrun.study``), newest first; None if new."""
+    from dlrun.sweeping.recover import STUDY_TAG
+
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '{key}' and tags.`dlrun.task` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def seed_summary(
+    rows: list[JobRow], children: dict[str, Any], sweep: Sweep, metric: str, mode: str
+) -> tuple[Any, list, dict[str, float]] | None:
+    """Mean ± std over seeds per configuration: (table, groups, parent metrics); None unless seeds were swept."""
+    from dlrun.tracking.seed_stats import fill_stats, parent_metrics, seed_groups, seed_table
+
+    groups = seed_groups(rows, common_overrides(rows))
+    if not groups:
+        return None
+    by_id = {run.info.run_id: run for run in children.values()}
+
+    def metrics_of(row: JobRow) -> dict[str, float]:
+        run_id = row.run_id or row.reused_run_id
+        if run_id and run_id not in by_id and sweep.tracking_uri:  # a skipped job's earlier run
+            from mlflow.tracking import MlflowClient
+
+            by_id[run_id] = MlflowClient(sweep.tracking_uri).get_run(run_id)
+        return dict(by_id[run_id].data.metrics) if run_id in by_id else {}
+
+    names = fill_stats(groups, metric, metrics_of)
+    return seed_table(groups, names, metric, mode), groups, parent_metrics(groups, metric, mode)

@@ -14,17 +14,23 @@ class JobRow:
 
     num: int
     overrides: list[str]
-    status: str  # FINISHED | FAILED | KILLED | SKIPPED | MISSING
+    status: str  # FINISHED | FAILED | KILLED | SKIPPED | PRUNED | MISSING; Optuna trials: COMPLETE | PRUNED | FAIL
     value: float | None = None
     run_id: str | None = None
     error: str | None = None
     reused_run_id: str | None = None
     output_dir: str | None = None
+    pruned_epoch: int | None = None  # PRUNED: the epochs it trained before its search's pruner stopped it
 
     @property
     def ok(self) -> bool:
-        """Finished now or earlier (skipped because already done)."""
-        return self.status in ("FINISHED", "SKIPPED")
+        """Finished now or earlier (skipped because already done); a COMPLETE Optuna trial."""
+        return self.status in ("FINISHED", "SKIPPED", "COMPLETE")
+
+    @property
+    def failed(self) -> bool:
+        """Failed, killed or missing; a PRUNED trial was stopped on purpose and is not a failure."""
+        return not self.ok and self.status != "PRUNED"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for the ``sweep_jobs.json`` artifact."""
@@ -41,9 +47,11 @@ def best_row(rows: list[JobRow], mode: str) -> JobRow | None:
 
 
 def status_text(row: JobRow) -> str:
-    """FINISHED, ``skipped, done in RUN_ID``, or ``FAILED: error``."""
+    """FINISHED, ``skipped, done in RUN_ID``, ``PRUNED after epoch N``, or ``FAILED: error``."""
     if row.status == "SKIPPED":
         return f"skipped, done in {row.reused_run_id}"
+    if row.status == "PRUNED" and row.pruned_epoch is not None:
+        return f"PRUNED after epoch {row.pruned_epoch}"
     if row.error and not row.ok:
         return f"{row.status}: {row.error}"
     return row.status
@@ -66,7 +74,7 @@ def sweep_table(rows: list[JobRow], metric: str, mode: str, title: str) -> Any:
         table.add_column("run", overflow="fold")
     for row in sorted(rows, key=lambda r: r.num):
         value = "" if row.value is None else f"{row.value:.4f}"
-        style = "bold green" if row is best else ("red" if not row.ok else None)
+        style = "bold green" if row is best else ("red" if row.failed else ("dim" if not row.ok else None))
         mark = " *" if row is best else ""
         cells = [f"{row.num}{mark}", " ".join(o for o in row.overrides if o not in common), status_text(row), value]
         if with_runs:

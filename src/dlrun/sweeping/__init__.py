@@ -1,0 +1,22 @@
+"""Hyperparameter searches: dlrun's Optuna sweeper (study, search space, pruners) and what a trial job needs.
+
+A trial job learns which trial it is from the keys the sweeper adds to its config (``+trial.study=NAME
++trial.storage=URL +trial.number=N``); outside a search they are absent and nothing here does anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def trial_callbacks(cfg: Any, monitor: str, mode: str) -> list[Any]:
+    """Lightning callbacks of an Optuna trial job (report ``monitor`` at every validation, stop when pruned); [] otherwise."""
+    from omegaconf import OmegaConf
+
+    trial = OmegaConf.select(cfg, "trial")
+    if not trial or OmegaConf.select(trial, "number") is None:
+        return []
+    from dlrun.sweeping.callback import TrialPruning
+    from dlrun.sweeping.study import StudyRef
+
+    return [TrialPruning(StudyRef(str(trial.storage), str(trial.study)), int(trial.number), monitor, mode)]

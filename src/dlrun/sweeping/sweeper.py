@@ -1,0 +1,209 @@
+"""The Optuna search loop behind ``hydra/sweeper=optuna``: ask, launch a batch of trial jobs, tell, until
+``n_trials`` trials of the study have finished (COMPLETE or PRUNED), across as many runs of the command as it takes.
+
+Imported only when a search starts (the Hydra plugin in ``hydra_plugins.dlrun_optuna_sweeper`` stays light).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun.errors import ConfigError
+from dlrun.sweeping.pruners import build_pruner, pruner_spec
+from dlrun.sweeping.space import SearchSpace, search_space, trial_overrides
+from dlrun.sweeping.study import (
+    DRIVER_ATTR,
+    ERROR_ATTR,
+    PRUNER_ATTR,
+    StudyRef,
+    fail_orphans,
+    open_storage,
+    study_ref,
+    this_driver,
+)
+from dlrun.sweeping.threads import launcher_parallelism
+from dlrun.tracking.sweep import JobFailed, JobPruned
+
+ORPHAN_REASON = "the search process stopped during this trial (killed or crashed)"
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value that stays one string whatever its characters (``:``, ``/``, spaces)."""
+    if "'" in value:
+        raise ConfigError(f"hydra.sweeper: {value!r}: quotes are not supported in study names and storage paths")
+    return f"'{value}'"
+
+
+def trial_keys(ref: StudyRef, number: int) -> list[str]:
+    """The overrides that tell a job which trial it runs (``+trial.study``, ``+trial.storage``, ``+trial.number``)."""
+    return [f"+trial.study={_quote(ref.name)}", f"+trial.storage={_quote(ref.storage)}", f"+trial.number={number}"]
+
+
+def outcome(ret: Any) -> tuple[Any, float | None, str | None]:
+    """Optuna state, value and error of a finished job (a ``JobReturn``)."""
+    from hydra.core.utils import JobStatus
+    from optuna.trial import TrialState
+
+    value = getattr(ret, "_return_value", None)
+    if ret.status != JobStatus.COMPLETED:
+        return TrialState.FAIL, None, f"{type(value).__name__}: {value}"
+    if isinstance(value, JobPruned):
+        return TrialState.PRUNED, None, None
+    if isinstance(value, JobFailed):
+        return TrialState.FAIL, None, value.error
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return TrialState.FAIL, None, f"the job returned {value!r}, not a number"
+    if not math.isfinite(number):
+        return TrialState.FAIL, None, f"the job returned {number}"
+    return TrialState.COMPLETE, number, None
+
+
+class OptunaSearch:
+    """What ``DlrunOptunaSweeper`` delegates to; the arguments are the ``hydra.sweeper`` config's keys."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int | None,
+        max_failure_rate: float,
+        params: DictConfig | None,
+        pruner: Any,
+        custom_search_space: str | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.direction = str(getattr(direction, "name", direction)).lower()
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(f"hydra.sweeper.direction: {direction!r}; dlrun's sweeper takes minimize or maximize")
+        self.storage, self.study_name = storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), n_jobs, float(max_failure_rate)
+        self.params = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else params
+        self.pruner = pruner_spec(OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else pruner)
+        self.custom_search_space = custom_search_space
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        """Keep the config and build the launcher (as every Hydra sweeper does)."""
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def _sampler(self, space: SearchSpace) -> Any:
+        import optuna
+
+        if isinstance(self.sampler, functools.partial) and self.sampler.func is optuna.samplers.GridSampler:
+            grid = space.grid()
+            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
+            return self.sampler(grid)
+        return self.sampler
+
+    def open_study(self, space: SearchSpace) -> tuple[Any, StudyRef]:
+        """Create or load the study (same name and storage: the same study, continued)."""
+        import optuna
+
+        assert self.config is not None
+        ref = study_ref(self.config)
+        assert ref is not None, "hydra.sweeper is not dlrun's Optuna sweeper"
+        study = optuna.create_study(
+            storage=open_storage(ref.storage),
+            study_name=ref.name,
+            sampler=self._sampler(space),
+            pruner=build_pruner(self.pruner),
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        if study.direction.name.lower() != self.direction:
+            raise ConfigError(
+                f"hydra.sweeper.direction: study {ref.name!r} in {ref.storage} was created to "
+                f"{study.direction.name.lower()}; use another hydra.sweeper.study_name to {self.direction}"
+            )
+        study.set_user_attr(PRUNER_ATTR, self.pruner)  # trial jobs rebuild the pruner from it
+        return study, ref
+
+    def _ask(self, study: Any, space: SearchSpace) -> Any:
+        trial = study.ask(fixed_distributions=space.distributions)
+        trial.set_user_attr(DRIVER_ATTR, this_driver())
+        if self.custom_search_space:
+            from hydra.utils import get_method
+
+            get_method(self.custom_search_space)(self.config, trial)
+        return trial
+
+    def sweep(self, arguments: list[str]) -> None:
+        """Run trials until ``n_trials`` have finished; failed trials of earlier runs are run again."""
+        from optuna.trial import TrialState
+
+        assert self.config is not None and self.launcher is not None
+        space = search_space(self.params, arguments)
+        study, ref = self.open_study(space)
+        orphans = fail_orphans(study, ORPHAN_REASON)
+        if orphans:
+            from dlrun.sweeping.recover import fail_trial_runs
+
+            fail_trial_runs(self.config, ref, orphans, ORPHAN_REASON)
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        todo = max(0, self.n_trials - finished)
+        batch = int(self.n_jobs or launcher_parallelism(self.config.hydra))
+        failed_before = f", {len(orphans)} left running by a stopped search marked FAIL" if orphans else ""
+        print(
+            f"study {ref.name} ({ref.storage}): {finished} of {self.n_trials} trials finished{failed_before}; "
+            f"running {todo}, {batch} at a time",
+            flush=True,
+        )
+        launched = failures = 0
+        while todo > 0:
+            trials = [self._ask(study, space) for _ in range(min(batch, todo))]
+            numbers = [t.number for t in trials]
+            consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            first = numbers[0] if consecutive else self.job_idx  # job number = trial number where it can be
+            overrides = [trial_overrides(t.params, space.fixed) + trial_keys(ref, t.number) for t in trials]
+            returns = self.launcher.launch(overrides, initial_job_idx=first)
+            self.job_idx = first + len(returns)
+            for trial, ret in zip(trials, returns):
+                state, value, error = outcome(ret)
+                if error:
+                    trial.set_user_attr(ERROR_ATTR, error[:2000])
+                    failures += 1
+                try:
+                    study.tell(trial, value, state=state)
+                except RuntimeError as err:  # the grid sampler calls study.stop() when its grid is done: fine here
+                    if "Study.stop" not in str(err):
+                        raise
+            launched += len(trials)
+            todo -= len(trials)
+            if failures and failures / launched > self.max_failure_rate:
+                print(
+                    f"study {ref.name}: {failures} of {launched} trials failed (max_failure_rate "
+                    f"{self.max_failure_rate}); stopping the search",
+                    flush=True,
+                )
+                break
+        self._save_results(study)
+
+    def _save_results(self, study: Any) -> None:
+        """``optimization_results.yaml`` in the sweep directory, as Hydra's Optuna sweeper wrote it."""
+        from optuna.trial import TrialState
+
+        assert self.config is not None
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            return
+        best = study.best_trial
+        folder = Path(str(self.config.hydra.sweep.dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        results = {"name": "optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number}
+        OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
