@@ -12,11 +12,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dlrun.plain import plain
 from dlrun.contracts import Objective, RunContext
+from dlrun.training.hot_path import DirectFxNameWrites
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 from dlrun.training.progress import step_is_shown
 
 
-class ClassificationModule(Objective):
+class ClassificationModule(DirectFxNameWrites, Objective):
     """Train any ``(batch, ...) -> (batch, num_classes)`` network with (weighted, smoothed) cross-entropy."""
 
     throughput_unit = "samples"
@@ -49,18 +50,6 @@ class ClassificationModule(Objective):
         self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """As ``nn.Module`` does, but straight through for ``_current_fx_name``.
-
-        Lightning writes ``_current_fx_name`` (a string) 42 times per training step; ``nn.Module.__setattr__``'s
-        checks for parameters, modules and buffers, which never apply to it, cost 3-9 us each time here
-        (1-3% of an MNIST MLP step). torch's own ``Module.__init__`` bypasses them the same way.
-        """
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)``."""

@@ -13,13 +13,14 @@ from torch import Tensor, nn
 from dlrun.contracts import Objective, RunContext
 from dlrun.models.search import beam_search, greedy_search
 from dlrun.training.losses import masked_cross_entropy
+from dlrun.training.hot_path import DirectFxNameWrites
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 from dlrun.training.progress import step_is_shown
 
 DecodeMethod = Literal["greedy", "beam"]
 
 
-class TranslationModule(Objective):
+class TranslationModule(DirectFxNameWrites, Objective):
     """Train a Seq2Seq-like network on ``TextBatch``es; report loss, perplexity and BLEU.
 
     Batches carry ``src (batch, src_len)``, ``src_lengths (batch,)``, ``tgt (batch, tgt_len)``
