@@ -88,6 +88,8 @@ def best_preset(overrides: list[str], header: list[str]) -> str:
             continue
         if key == "experiment":  # a preset cannot choose another preset: the header's command line does
             continue
+        if key.startswith(("tracking.uri", "paths.")):  # this machine's places, not the experiment
+            continue
         if key in RERUN_GROUPS:
             defaults.append({f"override /{key}": parsed.value()})
             continue
@@ -143,12 +145,14 @@ def save_plots(study: Any, folder: Path) -> list[Path]:
     return saved
 
 
-def report_study(config: DictConfig, ref: StudyRef, sweep: Any, rows: list[JobRow], metric: str, mode: str) -> None:
-    """On the search's parent run: trial counts, the best trial (value, params, run id), plots and ``best.yaml``."""
+def report_study(
+    config: DictConfig, ref: StudyRef, sweep: Any, rows: list[JobRow], metric: str, mode: str, folder: Path
+) -> None:
+    """On the search's parent run: trial counts, the best trial (value, params, run id), plots and ``best.yaml``
+    (the files also in ``folder``, the sweep directory)."""
     from mlflow.tracking import MlflowClient
 
     from dlrun.tracking.run import TrackedRun
-    from dlrun.tracking.sweep import sweep_dir
 
     client = MlflowClient(sweep.tracking_uri)
     parent = TrackedRun(client, sweep.parent_run_id, sweep.experiment_id, sweep.tracking_uri)
@@ -158,7 +162,6 @@ def report_study(config: DictConfig, ref: StudyRef, sweep: Any, rows: list[JobRo
     parent.log_metrics({f"trials/{s.lower()}": float(n) for s, n in counts.items()})
     tags: dict[str, Any] = {"dlrun.study_storage": ref.storage, "dlrun.study_name": ref.name}
     best = best_row(rows, mode)
-    folder = sweep_dir(config.hydra)
     if best is not None:
         tags.update({"dlrun.best_trial": best.num, f"dlrun.best.{metric}": best.value})
         tags.update({f"dlrun.best.{o.split('=', 1)[0]}": o.split("=", 1)[1] for o in best.overrides})

@@ -341,7 +341,7 @@ class SweepCallback(Callback):
             if study is not None:
                 from dlrun.sweeping.report import report_study
 
-                report_study(config, study, sweep, shown, metric, mode)  # best trial, plots, best.yaml
+                report_study(config, study, sweep, shown, metric, mode, folder)  # best trial, plots, best.yaml
             self._report_parent(sweep, shown, table, metric, mode, failed, seeds)
         if failed:
             first = min(failed, key=lambda r: r.num)
