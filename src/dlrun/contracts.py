@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+from torch import nn
 
 from dlrun.errors import ConfigError
 
@@ -153,6 +154,11 @@ class DataView:
             )
         return dict(dims)
 
+    def sizes(self) -> dict[str, Any]:
+        """``dims`` when the data module has them, else ``{}`` (plain Lightning data modules)."""
+        dims = getattr(self.module, "dims", None)
+        return dict(dims) if isinstance(dims, Mapping) else {}
+
     @property
     def state_key(self) -> str:
         """Where Lightning keeps this data module's ``state_dict`` in a checkpoint."""
@@ -176,6 +182,12 @@ class ObjectiveView:
     module: pl.LightningModule
     monitor: str
     mode: Mode
+
+    @property
+    def network(self) -> Any:
+        """The network to summarize and log: ``net`` of a dlrun objective, the module itself otherwise."""
+        net = getattr(self.module, "net", None)
+        return net if isinstance(net, nn.Module) else self.module
 
     @property
     def throughput_unit(self) -> str | None:

@@ -47,7 +47,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
                 path = Path(cfg.output) if cfg.output else job.output_dir / "predictions.txt"
                 run.log_artifact(path, "predictions")
                 return lines
-            rows = classify(cfg, datamodule, module)
+            rows = classify(cfg, parts.data, module)
             path = Path(cfg.output) if cfg.output else job.output_dir / "predictions.csv"
             write_csv(rows, path)
             run.log_artifact(path, "predictions")
@@ -61,15 +61,15 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-def _image_batches(cfg: DictConfig, datamodule: Any) -> Iterator[tuple[list[Any], Any]]:
+def _image_batches(cfg: DictConfig, data: Any) -> Iterator[tuple[list[Any], Any]]:
     """(row keys, raw batch) pairs: ``(index, file)`` for a PNG folder, ``(index,)`` for a split."""
     from dlrun.data.images import read_image_folder
 
     size = int(cfg.data.get("eval_batch_size") or cfg.data.get("batch_size") or 256)
     if cfg.input:
-        dims = getattr(datamodule, "dims", None) or {}
+        dims = data.sizes()
         if "input_shape" not in dims:
-            raise DataError(f"input={cfg.input}: {type(datamodule).__qualname__} gives no input_shape in dims for image files")
+            raise DataError(f"input={cfg.input}: {data.state_key} gives no input_shape in dims for image files")
         names, images = read_image_folder(cfg.input, size=dims["input_shape"][-2:])
         for start in range(0, len(names), size):
             chunk = images[start : start + size]
@@ -79,6 +79,7 @@ def _image_batches(cfg: DictConfig, datamodule: Any) -> Iterator[tuple[list[Any]
     split = cfg.split
     if split not in ("test", "val", "train"):
         raise DataError(f"split: {split!r} is not one of test, val, train")
+    datamodule = data.module
     datamodule.prepare_data()
     datamodule.setup("predict" if split == "test" else "fit")
     start = 0
@@ -89,12 +90,12 @@ def _image_batches(cfg: DictConfig, datamodule: Any) -> Iterator[tuple[list[Any]
 
 
 @torch.no_grad()
-def classify(cfg: DictConfig, datamodule: Any, module: Any) -> list[dict[str, Any]]:
+def classify(cfg: DictConfig, data: Any, module: Any) -> list[dict[str, Any]]:
     """Predicted label and its probability for every image of the split or the input folder."""
     rows: list[dict[str, Any]] = []
-    for keys, raw in _image_batches(cfg, datamodule):
+    for keys, raw in _image_batches(cfg, data):
         images = [t.to(module.device) for t in raw]
-        x, _ = datamodule.on_after_batch_transfer(tuple(images), 0)
+        x, _ = data.module.on_after_batch_transfer(tuple(images), 0)
         probability, label = module.predict_step((x,), 0).max(dim=-1)
         for key, p, y in zip(keys, probability.tolist(), label.tolist()):
             row = {"index": key[0], "label": y, "probability": round(p, 6)}

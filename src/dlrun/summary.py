@@ -53,7 +53,7 @@ def summary(cfg: DictConfig) -> list[LayerRecord]:
     records = trace(module, example)
     # Off a terminal rich assumes 80 columns and would wrap the shapes; logs and pipes read better wide.
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    net = getattr(module, "net", None)
-    title = f"{type(net).__name__} in {type(module).__name__}" if net is not None else type(module).__name__
+    net = parts.objective.network
+    title = f"{type(net).__name__} in {type(module).__name__}" if net is not module else type(module).__name__
     console.print(layer_table(records, title=title))
     return records

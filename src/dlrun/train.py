@@ -109,4 +109,4 @@ def log_model(cfg: DictConfig, run: Any, trainer: Any, objective: Any, batch: An
     from dlrun.tracking.pytorch_model import log_network
 
     example = objective.example_input(batch)
-    log_network(run, getattr(objective.module, "net", objective.module), example)
+    log_network(run, objective.network, example)

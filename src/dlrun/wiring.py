@@ -192,8 +192,7 @@ def build_objective(cfg: DictConfig, data: DataView) -> ObjectiveView:
         provided.update(dims)
         provided["net"] = build(cfg.model, "model", **dims)
     else:
-        dims = getattr(data.module, "dims", None)
-        provided.update(dims if isinstance(dims, dict) else {})
+        provided.update(data.sizes())
     if "optimizer" in takes:
         provided["optimizer"] = build(cfg.optimizer, "optimizer", deferred=["params"])
         if cfg.scheduler is not None and cfg.scheduler.get("_target_"):

@@ -1,0 +1,89 @@
+"""No import cycles among dlrun's modules (every import counts, also those inside functions); the task layer on top."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from helpers import REPO
+
+SRC = REPO / "src"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """dlrun module -> the dlrun modules it imports anywhere in its body."""
+    modules = {module_name(p): p for p in (SRC / "dlrun").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                targets.add(base)
+                targets.update(f"{base}.{alias.name}" for alias in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_among_dlrun_modules() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_checker_sees_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_task_layer_sits_on_the_shared_wiring() -> None:
+    graph = import_graph()
+    tasks = {"dlrun.train", "dlrun.evaluate", "dlrun.predict", "dlrun.summary"}
+    assert "dlrun.wiring" in graph["dlrun.train"] and "dlrun.wiring" in graph["dlrun.evaluate"]
+    assert not graph["dlrun.wiring"] & (tasks | {"dlrun.tasks"}), "the shared wiring must not import a task"
+    for part in ("data", "models", "training", "tracking"):
+        for name, imports in graph.items():
+            if name.startswith(f"dlrun.{part}."):
+                assert not imports & (tasks | {"dlrun.tasks", "dlrun.wiring"}), f"{name} reaches up into the task layer"
