@@ -8,6 +8,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from dlrun.contracts import Objective, RunContext
 from dlrun.data.tokenizer import detokenize, tokenize
@@ -85,7 +86,9 @@ class LanguageModelObjective(Objective):
         self.stateful = stateful
         # kind ("train", "val", "test") -> (detached state, position where the next window must start)
         self._states: dict[str, tuple[tuple[Tensor, ...], int]] = {}
-        self._sums: dict[str, Tensor] = {}
+        # Metrics, not sums logged at epoch end: Lightning computes them before epoch-end callbacks (the
+        # epoch line, checkpointing) read them, and sums them across processes.
+        self.train_ppl, self.val_ppl, self.test_ppl = Perplexity(), Perplexity(), Perplexity()
 
     def forward(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """Logits ``(batch, T, vocab)`` for tokens ``(batch, T)`` and the state after them."""
@@ -129,65 +132,43 @@ class LanguageModelObjective(Objective):
             self._states[kind] = (detach_state(state), batch.start + batch.tokens.size(1))
         return masked_cross_entropy(logits, batch.target, self.pad_index)
 
-    def _accumulate(self, kind: str, loss_sum: Tensor, n_tokens: Tensor) -> None:
-        sums = self._sums.get(kind)
-        value = torch.stack([loss_sum.detach().float(), n_tokens.float()])
-        self._sums[kind] = value if sums is None else sums + value
-
-    def _log_perplexity(self, kind: str, log_loss: bool) -> None:
-        """Log ``<kind>/ppl`` (and ``<kind>/loss``) over the pass, summed across processes."""
-        sums = self._sums.pop(kind, None)
-        if sums is None:
-            return
-        if self.trainer.world_size > 1:
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        loss = sums[0] / sums[1].clamp(min=1)
-        if log_loss:
-            self.log(f"{kind}/loss", loss)
-        self.log(f"{kind}/ppl", torch.exp(loss), prog_bar=kind == "val")
-
     # -- training ------------------------------------------------------------------------
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Mean cross-entropy per target token of one window."""
         loss_sum, n_tokens = self._step("train", batch)
         loss = loss_sum / n_tokens.clamp(min=1)
-        self._accumulate("train", loss_sum, n_tokens)
+        self.train_ppl.update(loss_sum, n_tokens)
+        self.log("train/ppl", self.train_ppl, on_step=False, on_epoch=True)
         if self._trainer is None or step_is_shown(self._trainer, batch_idx):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch.tokens.size(0))
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        """Log ``train/ppl`` of the epoch's windows."""
-        self._log_perplexity("train", log_loss=False)
 
     # -- validation and test -------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
         """Evaluation starts from zeros."""
         self._states.pop("val", None)
-        self._sums.pop("val", None)
 
     def on_test_epoch_start(self) -> None:
         """Evaluation starts from zeros."""
         self._states.pop("test", None)
-        self._sums.pop("test", None)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Accumulate the window's loss."""
-        self._accumulate("val", *self._step("val", batch))
+        """Add the window to ``val/loss`` and ``val/ppl`` (over all validation targets)."""
+        self._evaluate("val", batch, self.val_ppl)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Accumulate the window's loss."""
-        self._accumulate("test", *self._step("test", batch))
+        """Add the window to ``test/loss`` and ``test/ppl`` (over all test targets)."""
+        self._evaluate("test", batch, self.test_ppl)
 
-    def on_validation_epoch_end(self) -> None:
-        """Log ``val/loss`` and ``val/ppl``."""
-        self._log_perplexity("val", log_loss=True)
-
-    def on_test_epoch_end(self) -> None:
-        """Log ``test/loss`` and ``test/ppl``."""
-        self._log_perplexity("test", log_loss=True)
+    def _evaluate(self, kind: str, batch: Any, perplexity: Perplexity) -> None:
+        loss_sum, n_tokens = self._step(kind, batch)
+        perplexity.update(loss_sum, n_tokens)
+        # Weighted by the window's targets, Lightning's epoch mean is the loss per target token of the split.
+        size = batch.target.numel()
+        self.log(f"{kind}/loss", loss_sum / n_tokens.clamp(min=1), on_epoch=True, batch_size=size, sync_dist=True)
+        self.log(f"{kind}/ppl", perplexity, on_epoch=True, prog_bar=kind == "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimizer (and schedule) from the config's factories; plateau schedules watch ``monitor``."""
@@ -249,3 +230,23 @@ class LanguageModelObjective(Objective):
             return pairs
         finally:
             self.net.train(was_training)
+
+
+class Perplexity(Metric):
+    """exp(summed token loss / target tokens) over everything ``update`` saw (summed across processes)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("nll", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("tokens", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, loss_sum: Tensor, n_tokens: Tensor) -> None:
+        """Add a window's summed loss and its number of target tokens."""
+        self.nll += loss_sum.detach().float()
+        self.tokens += n_tokens.float()
+
+    def compute(self) -> Tensor:
+        """The perplexity of the tokens seen."""
+        return torch.exp(self.nll / self.tokens.clamp(min=1))
