@@ -1,4 +1,4 @@
-"""MNIST held in memory as uint8 tensors, batched by index and normalized per batch."""
+"""MNIST held in memory as uint8 tensors (on the host, or whole on the training device), batched by index and normalized per batch."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from dlrun.contracts import DataModule
+from dlrun.data.augment import check_augment, random_affine
+from dlrun.data.device_batches import DeviceBatches, parse_on_device, resident_device
 from dlrun.data.download import download, verify_md5
 from dlrun.data.errors import DataError
 from dlrun.data.idx import read_idx
@@ -64,7 +66,14 @@ def load_split(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class MNISTDataModule(DataModule):
-    """MNIST: 60k training images split into train/val (seeded), the official 10k as test."""
+    """MNIST: 60k training images split into train/val (seeded), the official 10k as test.
+
+    ``on_device``: ``auto`` moves all splits (uint8, 47 MB) to a CUDA trainer's GPU once and draws
+    batches there (``dlrun.data.device_batches``); ``true`` does so on any trainer device, the CPU
+    included; ``false`` keeps batching on the host. ``augment`` (``none``, ``shift``,
+    ``shift_rotate``) moves each training image by a small seeded random shift (and rotation) on the
+    batch's device; validation and test images are never augmented.
+    """
 
     def __init__(
         self,
@@ -75,6 +84,8 @@ class MNISTDataModule(DataModule):
         download: bool = True,
         pin_memory: bool = False,
         seed: int = 0,
+        on_device: bool | str = "auto",
+        augment: str = "none",
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -90,8 +101,12 @@ class MNISTDataModule(DataModule):
         self.allow_download = download
         self.pin_memory = pin_memory
         self.seed = seed
+        self.on_device = parse_on_device(on_device)
+        self.augment = check_augment(augment)
         self.splits: dict[str, TensorBatches] = {}
         self._host_normalized: TensorBatches | None = None
+        self._resident: dict[str, TensorBatches] = {}  # split -> its tensors on the device batches are drawn on
+        self._augment_rng: tuple[str, int, torch.Generator] | None = None  # (device, epoch, generator)
 
     @property
     def dims(self) -> dict[str, Any]:
@@ -130,35 +145,56 @@ class MNISTDataModule(DataModule):
         self.splits["val"] = TensorBatches(images[val_idx], labels[val_idx])
         self.splits["test"] = TensorBatches(*load_split(self.folder, "t10k"))
 
-    def _loader(self, dataset: TensorBatches, batch_size: int, shuffle: bool) -> DataLoader:
+    def batch_device(self) -> torch.device | None:
+        """The device whole splits live on for batching (``on_device``), None when batches are drawn on the host."""
+        root = self.trainer.strategy.root_device if self.trainer is not None else None
+        return resident_device(self.on_device, root)
+
+    def _on_device(self, split: str, device: torch.device) -> TensorBatches:
+        """``split`` moved whole to ``device`` (once; moved again only if the device changes)."""
+        moved = self._resident.get(split)
+        if moved is None or moved.images.device != device:
+            host = self.splits[split]
+            moved = TensorBatches(host.images.to(device), host.labels.to(device))
+            self._resident[split] = moved
+        return moved
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader | DeviceBatches:
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        dataset = self.splits[split]
         if shuffle:
             sampler = RandomBatchSampler(len(dataset), batch_size, seed=self.seed, num_replicas=world, rank=rank)
         else:
             sampler = ordered_batches(len(dataset), batch_size, world, rank)
         sampler.as_tensors = True  # index tensors go straight to index_select: no list round trip (~20% of a batch)
+        device = self.batch_device()
+        if device is not None:  # same sampler, same batches as the host path; drawn on the device
+            resident = self._on_device(split, device)
+            return DeviceBatches((resident.images, resident.labels), sampler)
+        if split == "train":
+            dataset = self._training_images()
         # batch_size=None: the sampler yields whole index lists and the dataset slices tensors at once;
         # the batch is already what the model takes, so it passes through as is (no default_convert walk).
         return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=as_is, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of the training split (normalized once up front when training on the CPU)."""
-        return self._loader(self._training_images(), self.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         """Batches of the validation split, in order."""
-        return self._loader(self.splits["val"], self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         """Batches of the official test set, in order."""
-        return self._loader(self.splits["test"], self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def _training_images(self) -> TensorBatches:
         # On a GPU, uint8 batches cross the bus (4x fewer bytes) and are normalized there at no cost. On the
         # CPU, normalizing every batch of every epoch is repeated work (~1% of an MLP step): do it once,
-        # as a hand-written loop would (55,000 images: 172 MB of float32).
+        # as a hand-written loop would (55,000 images: 172 MB of float32). Augmentation needs the uint8 images.
         train = self.splits["train"]
-        if self.trainer is None or self.trainer.strategy.root_device.type != "cpu":
+        if self.trainer is None or self.trainer.strategy.root_device.type != "cpu" or self.augment != "none":
             return train
         if self._host_normalized is None:
             self._host_normalized = TensorBatches(normalize(train.images), train.labels)
@@ -178,9 +214,22 @@ class MNISTDataModule(DataModule):
         return tuple(tensor.to(device, non_blocking=non_blocking) for tensor in batch)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalize on the device: uint8 ``(batch, 28, 28)`` -> float ``(batch, 1, 28, 28)`` (float: done already)."""
+        """Normalize on the device: uint8 ``(batch, 28, 28)`` -> float ``(batch, 1, 28, 28)`` (float: done already);
+        training batches are augmented first when ``augment`` is set."""
         images, labels = batch
-        return (normalize(images) if images.dtype == torch.uint8 else images), labels
+        if images.dtype != torch.uint8:
+            return images, labels
+        if self.augment != "none" and self.trainer is not None and self.trainer.training:
+            images = random_affine(images, self.augment, self._augment_generator(images.device))
+        return normalize(images), labels
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        """A generator on ``device`` seeded from ``seed`` and the epoch: the same draws for the same seed and epoch."""
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self._augment_rng is None or self._augment_rng[:2] != (str(device), epoch):
+            generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
+            self._augment_rng = (str(device), epoch, generator)
+        return self._augment_rng[2]
 
 
 def as_is(batch: Any) -> Any:
@@ -189,7 +238,7 @@ def as_is(batch: Any) -> Any:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``(batch, 28, 28)`` -> standardized float ``(batch, 1, 28, 28)``."""
+    """uint8 (or float pixel) images ``(batch, 28, 28)`` -> standardized float ``(batch, 1, 28, 28)``."""
     # One fused pass (shift + x * scale, promoted to float) instead of convert, subtract, divide; the 0-dim
     # CPU shift acts as a scalar on any device.
     return torch.add(_SHIFT, images.unsqueeze(1), alpha=1 / (STD * 255))
