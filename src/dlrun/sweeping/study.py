@@ -143,6 +143,25 @@ def driver_alive(driver: str) -> bool:
     return not start or _start_time(int(pid_text)) == start
 
 
+def live_driver(ref: StudyRef) -> str | None:
+    """``host:pid:start`` of a live search process with a trial RUNNING in study ``ref``; None if there is none."""
+    for prefix in ("sqlite:///", JOURNAL):
+        if ref.storage.startswith(prefix) and not Path(ref.storage.removeprefix(prefix)).is_file():
+            return None  # no study yet: nothing can be running in it
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study = optuna.load_study(study_name=ref.name, storage=open_storage(ref.storage))
+    except KeyError:
+        return None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        driver = str(trial.user_attrs.get(DRIVER_ATTR, ""))
+        if driver and driver_alive(driver):
+            return driver
+    return None
+
+
 def orphaned_trials(study: Any) -> list[Any]:
     """RUNNING trials whose search process is gone (killed, crashed); refuses if a live one still runs trials."""
     from optuna.trial import TrialState

@@ -221,8 +221,11 @@ class SweepCallback(Callback):
         from dlrun.tracking.run import TrackedRun
         from dlrun.tracking.store import get_or_create_experiment, resolve_uri
 
-        from dlrun.sweeping.study import study_ref
+        from dlrun.sweeping.study import live_driver, study_ref
 
+        study = study_ref(config)
+        if study is not None and live_driver(study):
+            return  # another search runs this study: its parent is not ours to touch (the sweeper stops, saying so)
         cwd = Path(str(config.hydra.runtime.cwd))
         client, uri = _client(config.tracking.uri, cwd)
         choices = config.hydra.runtime.choices
@@ -230,7 +233,6 @@ class SweepCallback(Callback):
         experiment_id = get_or_create_experiment(client, experiment, resolve_uri(uri, cwd)[1])
         arguments = [str(a) for a in config.hydra.overrides.task]
         name = config.tracking.run_name or choices.get("experiment") or experiment
-        study = study_ref(config)
         tags = {
             SWEEP_ID_TAG: sweep.sweep_id,
             "dlrun.version": dlrun.__version__,
