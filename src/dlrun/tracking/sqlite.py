@@ -26,10 +26,14 @@ def prepare_sqlite(uri: str) -> None:
     if not uri.startswith("sqlite:///") or uri in _ready:
         return
     path = Path(uri.removeprefix("sqlite:///"))
-    if not has_tables(path):
+    # Even when the tables seem to exist, wait for the lock: MLflow stamps alembic_version early in its
+    # migrations, so a job that saw the stamp without waiting opened the store mid-migration and crashed
+    # ("table sql_trace_metric_daily_rollups already exists").
+    if not has_tables(path) or fcntl is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(exist_ok=True)  # SQLite treats an empty file as a new database; flock needs a file
+            if not path.exists():
+                path.touch()  # SQLite treats an empty file as a new database; flock needs a file
         except OSError as err:
             from dlrun.errors import ConfigError
 
