@@ -164,3 +164,22 @@ def test_unreadable_checkpoints_are_described_in_full(tmp_path: Path) -> None:
     assert said["module.ckpt"].startswith("holds Python objects, not only tensors and plain data (torch.nn.modules.linear.Linear)")
     for line in said.values():
         assert "\x1b" not in line and "\n" not in line and len(line) < 200
+
+
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_writes_checkpoints_of_plain_data(tmp_path: Path, preset: str) -> None:
+    """Each shipped preset, a tiny training: every checkpoint it leaves loads with ``weights_only=True``."""
+    from helpers import dlrun
+
+    result = dlrun([f"experiment={preset}", *TINY, "tracking=none"], tmp_path, timeout=900)
+    assert result.returncode == 0, result.describe()
+    paths = list(tmp_path.rglob("*.ckpt"))
+    assert paths, result.describe()
+    for path in paths:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        assert "state_dict" in checkpoint and "hparams_type" not in checkpoint
