@@ -125,16 +125,17 @@ def lightning(images: torch.Tensor, labels: torch.Tensor, batches: int) -> dict[
 def dlrun_side(batches: int, workdir: Path) -> dict[str, float]:
     """``dlrun.run`` of the MLP epoch, with the marker callback added to the trainer dlrun builds."""
     import dlrun
-    from dlrun import tasks
+    import dlrun.train
     from dlrun.training.classification import ClassificationModule
 
-    build_trainer, step = tasks.build_trainer, ClassificationModule.training_step
-    tasks.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [marker_callback(), *callbacks])
+    # The train task calls the build_trainer it imported from dlrun.wiring: patch that name.
+    build_trainer, step = dlrun.train.build_trainer, ClassificationModule.training_step
+    dlrun.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [marker_callback(), *callbacks])
     ClassificationModule.training_step = marked_training_step(step)
     try:
         dlrun.run(dlrun_overrides("mlp", batches, 0, workdir, f"phases-{time.time_ns()}"))
     finally:
-        tasks.build_trainer, ClassificationModule.training_step = build_trainer, step
+        dlrun.train.build_trainer, ClassificationModule.training_step = build_trainer, step
     return phase_medians()
 
 

@@ -56,3 +56,22 @@ def test_report_keeps_the_text_around_the_markers(tmp_path: Path) -> None:
     path.write_text(f"# Title\n\nnotes before\n\n{START}\nold table\n{END}\n\nnotes after\n")
     write(path, f"{START}\nnew table\n{END}")
     assert path.read_text() == f"# Title\n\nnotes before\n\n{START}\nnew table\n{END}\n\nnotes after\n"
+
+
+@pytest.mark.slow
+def test_gpu_overhead_runs_on_the_cpu_at_smoke_size(tmp_path: Path) -> None:
+    """``bench/gpu_overhead.py --smoke``: every side of every case (MNIST, seq2seq; compiled or not) and the phase table."""
+    out = tmp_path / "gpu_overhead.json"
+    argv = [sys.executable, str(BENCH / "gpu_overhead.py"), "--smoke", "--json", str(out)]
+    proc = subprocess.run(argv, env=dlrun_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {(c["task"], c["compiled"]) for c in result["cases"]} == {
+        ("mnist", False), ("mnist", True), ("seq2seq", False), ("seq2seq", True)
+    }  # fmt: skip
+    for case in result["cases"]:
+        assert all(case["runs"][side][0] > 0 for side in ("dlrun", "lightning", "hand")), case
+        assert case["compiled_by"] in (("dlrun", "bench") if case["compiled"] else ("none",))
+    (phases,) = result["phases_ms"].values()
+    assert set(phases) == {"dlrun", "lightning", "hand"} and phases["hand"]["forward"] > 0
+    assert "| case | dlrun | bare Lightning | hand loop |" in proc.stdout

@@ -129,6 +129,23 @@ def test_training_on_device_batches_equals_the_host_path(data_root: Path) -> Non
     assert not torch.equal(untrained, device)  # the comparison can fail: the steps changed the weights
 
 
+def test_validation_and_test_loops_take_device_batches(data_root: Path) -> None:
+    from dlrun.models.mlp import MLP
+    from dlrun.training.classification import ClassificationModule
+
+    torch.manual_seed(0)
+    net = MLP(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[16], dropout=0.0)
+    objective = ClassificationModule(net, optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    scores = {}
+    for on_device in (False, True):
+        trainer = cpu_trainer(limit_val_batches=2, limit_test_batches=2)
+        dm = module(data_root, on_device, trainer=trainer)
+        validated = trainer.validate(objective, datamodule=dm, verbose=False)[0]
+        scores[on_device] = (validated, trainer.test(objective, datamodule=dm, verbose=False)[0])
+    assert scores[True] == scores[False]
+    assert 0.0 < scores[True][1]["test/acc"] < 0.5  # an untrained network: near chance, and a real number
+
+
 # ---------------------------------------------------------------- augmentation
 
 

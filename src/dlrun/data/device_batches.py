@@ -51,6 +51,7 @@ class DeviceBatches:
         self.tensors = tuple(tensors)
         self.sampler = sampler
         self.sampler.as_tensors = True
+        self.batch_sampler = None  # as a DataLoader(batch_size=None) has: Lightning's loops read both attributes
         self.device = devices.pop()
 
     def __len__(self) -> int:
