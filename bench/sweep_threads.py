@@ -39,7 +39,7 @@ def run_side(name: str, extra: list[str], jobs: int, epochs: int, batches: int) 
     from mlflow.tracking import MlflowClient
 
     seeds = ",".join(str(s) for s in range(1, jobs + 1))
-    with tempfile.TemporaryDirectory(prefix=f"sweep_threads_{name}_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sweep_threads_") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         argv = [sys.executable, "-m", "dlrun", "-m", f"seed={seeds}", "experiment=mnist_mlp",
                 f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={batches}", "data.batch_size=128",
