@@ -56,7 +56,13 @@ class Store:
 def run_dlrun(args: list[str], cwd: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python -m dlrun ARGS`` (no Lightning here: these commands are fast)."""
     return subprocess.run(
-        [sys.executable, "-m", "dlrun", *args], cwd=cwd, env=dlrun_env(extra), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "dlrun", *args],
+        check=False,
+        cwd=cwd,
+        env=dlrun_env(extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -78,9 +84,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     common = [*LIMITS, f"tracking.uri={uri}"]
     # The killed run trains long enough to be caught RUNNING; the others run beside it, two at a time.
     killed = subprocess.Popen(
-        [sys.executable, "-m", "dlrun", *common, "trainer.max_epochs=200", "trainer.limit_train_batches=20",
-         "tracking.run_name=stopped", "callbacks.progress_every_n_steps=0"],
-        cwd=root, env=dlrun_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dlrun",
+            *common,
+            "trainer.max_epochs=200",
+            "trainer.limit_train_batches=20",
+            "tracking.run_name=stopped",
+            "callbacks.progress_every_n_steps=0",
+        ],
+        cwd=root,
+        env=dlrun_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     jobs = {
         "base": ([*common, "tracking.run_name=base"], root),
@@ -130,7 +148,8 @@ def test_table_shows_runs_sweep_tree_best_and_test_metrics(store: Store) -> None
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     header = lines[0].split()
-    for column in ("id", "name", "status", "start", "time", "best", "val/acc", "last", "test/acc", "optimizer.lr"):
+    # Differing params are headed by their shortest unique tail (optimizer.lr -> lr).
+    for column in ("id", "name", "status", "start", "time", "best", "val/acc", "last", "test/acc", "lr", "dropout"):
         assert column in header, lines[0]
     by_id = {line.split()[0]: line for line in lines[1:] if line.strip()}
     for run in (store.base, store.wide, store.failed, store.killed, store.parent, *store.jobs):
@@ -177,7 +196,9 @@ def test_filters_status_name_mlflow_syntax_last_and_sort(store: Store) -> None:
     assert {r["run_id"] for r in csv.DictReader(io.StringIO(filtered.stdout))} == expected
 
     last = store.runs_cmd("--last", "1", "--csv")
-    newest = max((r for r in store.runs.values() if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    newest = max(
+        (r for r in store.runs.values() if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time
+    )
     rows = list(csv.DictReader(io.StringIO(last.stdout)))
     assert rows[0]["run_id"] == newest.info.run_id
     assert len(rows) == 1 + (len(store.jobs) if newest.info.run_id == store.parent.info.run_id else 0)
@@ -246,7 +267,9 @@ def test_diff_lists_the_two_changed_keys_and_both_runs_metrics(store: Store) -> 
     )
     table = store.runs_cmd("diff", short(store.base), short(store.wide))
     assert "optimizer.lr" in table.stdout and "0.003" in table.stdout and "test/acc" in table.stdout
-    rows = list(csv.DictReader(io.StringIO(store.runs_cmd("diff", short(store.base), short(store.wide), "--csv").stdout)))
+    rows = list(
+        csv.DictReader(io.StringIO(store.runs_cmd("diff", short(store.base), short(store.wide), "--csv").stdout))
+    )
     assert [r["key"] for r in rows if r["section"] == "param"] == ["model.dropout", "optimizer.lr"]
 
 
@@ -309,14 +332,20 @@ def test_ambiguous_prefix_is_refused(store: Store, tmp_path: Path) -> None:
     twin = short(store.base) + "0" * 24
     with sqlite3.connect(db) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
-        values = conn.execute(f"SELECT {', '.join(columns)} FROM runs WHERE run_uuid = ?", [store.base.info.run_id]).fetchone()
+        values = conn.execute(
+            f"SELECT {', '.join(columns)} FROM runs WHERE run_uuid = ?", [store.base.info.run_id]
+        ).fetchone()
         row = dict(zip(columns, values, strict=True), run_uuid=twin)
-        conn.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", list(row.values()))
+        conn.execute(
+            f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", list(row.values())
+        )
     out = run_dlrun(["runs", "show", short(store.base), "--tracking-uri", f"sqlite:///{db}"], tmp_path)
     assert out.returncode == 1 and "2 runs start with" in out.stderr and "give more digits" in out.stderr
     with pytest.raises(AmbiguousRunId, match="2 runs start with"):
         resolve_run_id(MlflowClient(f"sqlite:///{db}"), short(store.base), "ckpt")
-    assert resolve_run_id(MlflowClient(f"sqlite:///{db}"), store.base.info.run_id[:12], "ckpt") == store.base.info.run_id
+    assert (
+        resolve_run_id(MlflowClient(f"sqlite:///{db}"), store.base.info.run_id[:12], "ckpt") == store.base.info.run_id
+    )
 
 
 def test_parse_run_ref_accepts_prefixes() -> None:
@@ -351,10 +380,18 @@ def test_sqlite_reader_reads_what_mlflow_client_reads(store: Store) -> None:
     assert [r.run_id for r in a] == [r.run_id for r in b]
     for x, y in zip(a, b, strict=True):
         assert (x.name, x.status, x.start_ms, x.end_ms, x.params, x.tags, x.experiment) == (
-            y.name, y.status, y.start_ms, y.end_ms, y.params, y.tags, y.experiment
+            y.name,
+            y.status,
+            y.start_ms,
+            y.end_ms,
+            y.params,
+            y.tags,
+            y.experiment,
         )
         assert x.metrics.keys() == y.metrics.keys()
-        assert all(x.metrics[k] == y.metrics[k] or (math.isnan(x.metrics[k]) and math.isnan(y.metrics[k])) for k in x.metrics)
+        assert all(
+            x.metrics[k] == y.metrics[k] or (math.isnan(x.metrics[k]) and math.isnan(y.metrics[k])) for k in x.metrics
+        )
     run_ids = [r.run_id for r in a]
     assert fast.extremes(run_ids, "val/acc") == slow.extremes(run_ids, "val/acc") != {}
     assert fast.history(store.base.info.run_id, "val/acc") == slow.history(store.base.info.run_id, "val/acc")
@@ -363,10 +400,17 @@ def test_sqlite_reader_reads_what_mlflow_client_reads(store: Store) -> None:
 def test_runs_command_imports_neither_lightning_nor_mlflow(store: Store) -> None:
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "dlrun", "runs", "--tracking-uri", store.uri],
-        cwd=store.root, env=dlrun_env(), capture_output=True, text=True, timeout=60,
+        check=False,
+        cwd=store.root,
+        env=dlrun_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    modules = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if line.startswith("import time:")}
+    modules = {
+        line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if line.startswith("import time:")
+    }
     assert not modules & {"lightning", "pytorch_lightning", "torch", "mlflow", "hydra"}, sorted(modules)
 
 
@@ -425,7 +469,11 @@ def test_ui_answers_on_the_printed_url_and_leaves_no_process(store: Store) -> No
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlrun", "ui", "--tracking-uri", store.uri, "--port", "0"],
-        cwd=store.root, env=dlrun_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=store.root,
+        env=dlrun_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = proc.stdout.readline().strip()  # printed once the server answers
@@ -436,7 +484,9 @@ def test_ui_answers_on_the_printed_url_and_leaves_no_process(store: Store) -> No
         with urllib.request.urlopen(url, timeout=10) as page:
             assert page.status == 200 and b"<html" in page.read().lower()
         query = json.dumps({"experiment_ids": [experiment], "max_results": 100}).encode()
-        request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", query, {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search", query, {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as answer:
             served = {r["info"]["run_id"] for r in json.load(answer)["runs"]}
         assert store.base.info.run_id in served
@@ -458,4 +508,3 @@ def test_ui_prints_the_server_page_for_an_http_store(tmp_path: Path) -> None:
     assert page_url("http://h:5000", None) == "http://h:5000/"
     busy = run_dlrun(["ui", "--tracking-uri", "http://127.0.0.1:9"], tmp_path)
     assert busy.returncode == 1 and "cannot reach MLflow server" in busy.stderr
-

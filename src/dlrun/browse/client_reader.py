@@ -38,7 +38,10 @@ class ClientReader:
         while True:
             try:
                 page = self._client.search_runs(
-                    experiment_ids, filter_string or "", max_results=PAGE, page_token=token,
+                    experiment_ids,
+                    filter_string or "",
+                    max_results=PAGE,
+                    page_token=token,
                     order_by=["attributes.start_time DESC"],
                 )
             except MlflowException as err:
@@ -53,9 +56,17 @@ class ClientReader:
         """An MLflow ``Run`` as a RunRecord."""
         info = run.info
         return RunRecord(
-            info.run_id, info.run_name or "", info.experiment_id, info.status, info.start_time, info.end_time,
-            info.artifact_uri or "", self.experiments().get(info.experiment_id, ""),
-            dict(run.data.params), dict(run.data.tags), dict(run.data.metrics),
+            info.run_id,
+            info.run_name or "",
+            info.experiment_id,
+            info.status,
+            info.start_time,
+            info.end_time,
+            info.artifact_uri or "",
+            self.experiments().get(info.experiment_id, ""),
+            dict(run.data.params),
+            dict(run.data.tags),
+            dict(run.data.metrics),
         )
 
     def extremes(self, run_ids: list[str], key: str) -> dict[str, tuple[float, float]]:

@@ -11,7 +11,7 @@ from dlrun.browse.entry import Parser, add_store_option, guarded
 EPILOG = """examples:
   dlrun runs                                  the latest runs of every experiment
   dlrun runs -e mnist -s FINISHED --sort test/acc
-  dlrun runs --filter "metrics.`val/acc` > 0.98" --csv > runs.csv
+  dlrun runs --filter 'metrics.`val/acc` > 0.98' --csv > runs.csv
   dlrun runs show 3f2a9c1e                    one run (ids: 8+ first digits)
   dlrun runs diff 3f2a9c1e 77b0d2aa
   dlrun runs plot val/acc 3f2a9c1e 77b0d2aa   a PNG with both curves (a sweep's id: all its jobs)
@@ -28,21 +28,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_store_option(parser)
     listing = parser.add_argument_group("listing")
-    listing.add_argument("-e", "--experiment", action="append", default=[], metavar="NAME", help="only this experiment (repeatable)")
-    listing.add_argument("-s", "--status", action="append", default=[], metavar="STATUS", help="FINISHED, FAILED, KILLED or RUNNING (repeatable)")
+    listing.add_argument(
+        "-e", "--experiment", action="append", default=[], metavar="NAME", help="only this experiment (repeatable)"
+    )
+    listing.add_argument(
+        "-s",
+        "--status",
+        action="append",
+        default=[],
+        metavar="STATUS",
+        help="FINISHED, FAILED, KILLED or RUNNING (repeatable)",
+    )
     listing.add_argument("-n", "--name", metavar="PATTERN", help="run name: a glob (mnist-*) or a substring")
-    listing.add_argument("-f", "--filter", metavar="EXPR", help="MLflow filter syntax, e.g. \"metrics.`val/acc` > 0.98\"")
-    listing.add_argument("--last", type=int, default=20, metavar="N", help="the N latest runs, sweeps counting once (0: all; default 20)")
+    listing.add_argument(
+        "-f",
+        "--filter",
+        metavar="EXPR",
+        help="MLflow filter syntax, e.g. 'metrics.`val/acc` > 0.98' (single quotes: the shell runs `...`)",
+    )
+    listing.add_argument(
+        "--last", type=int, default=20, metavar="N", help="the N latest runs, sweeps counting once (0: all; default 20)"
+    )
     listing.add_argument("--sort", metavar="METRIC", help="largest first (the monitored metric: by its best value)")
     listing.add_argument("--asc", action="store_true", help="with --sort: smallest first")
     _add_formats(parser)
 
     sub = parser.add_subparsers(dest="command", metavar="{show,diff,plot}")
-    show = sub.add_parser("show", help="one run: config, metrics, tags, artifacts, commands to go on", prog="dlrun runs show")
+    show = sub.add_parser(
+        "show", help="one run: config, metrics, tags, artifacts, commands to go on", prog="dlrun runs show"
+    )
     show.add_argument("run", metavar="RUN", help="run id or its first 8+ digits")
     add_store_option(show, suppress=True)
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="as JSON")
-    diff = sub.add_parser("diff", help="two runs: differing config keys and their metrics, side by side", prog="dlrun runs diff")
+    diff = sub.add_parser(
+        "diff", help="two runs: differing config keys and their metrics, side by side", prog="dlrun runs diff"
+    )
     diff.add_argument("run_a", metavar="RUN_A")
     diff.add_argument("run_b", metavar="RUN_B")
     add_store_option(diff, suppress=True)

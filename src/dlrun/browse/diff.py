@@ -5,6 +5,7 @@ Machine and bookkeeping keys (``paths.*``, ``tracking.*``) are left out: they sa
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from dlrun.browse.records import RunRecord
@@ -18,7 +19,9 @@ def compare(reader: Any, ref_a: str, ref_b: str) -> dict[str, Any]:
     a = reader.run(reader.resolve(ref_a, "A"))
     b = reader.run(reader.resolve(ref_b, "B"))
     keys = sorted(k for k in set(a.params) | set(b.params) if not k.startswith(NOISY_PARAMS))
-    params = [{"key": k, "a": a.params.get(k), "b": b.params.get(k)} for k in keys if a.params.get(k) != b.params.get(k)]
+    params = [
+        {"key": k, "a": a.params.get(k), "b": b.params.get(k)} for k in keys if a.params.get(k) != b.params.get(k)
+    ]
     names = sorted(k for k in set(a.metrics) | set(b.metrics) if not k.startswith(SYSTEM_PREFIX))
     metrics = [{"key": k, "a": _number(a.metrics.get(k)), "b": _number(b.metrics.get(k))} for k in names]
     for run, side in ((a, "a"), (b, "b")):
@@ -39,12 +42,14 @@ def _head(run: RunRecord) -> dict[str, str]:
 
 
 def _number(value: float | None) -> float | None:
-    return None if value is None or value != value else value
+    return None if value is None or math.isnan(value) else value
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows for CSV: section (param/metric), key, a, b."""
-    return [{"section": "param", **p} for p in result["params"]] + [{"section": "metric", **m} for m in result["metrics"]]
+    return [{"section": "param", **p} for p in result["params"]] + [
+        {"section": "metric", **m} for m in result["metrics"]
+    ]
 
 
 def render(result: dict[str, Any], console: Any) -> None:
@@ -54,7 +59,9 @@ def render(result: dict[str, Any], console: Any) -> None:
     a, b = result["a"], result["b"]
     head_a, head_b = f"A {a['name']} {a['run_id'][:8]}", f"B {b['name']} {b['run_id'][:8]}"
     if result["params"]:
-        table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left", title="config keys that differ")
+        table = Table(
+            box=None, pad_edge=False, header_style="bold", title_justify="left", title="config keys that differ"
+        )
         table.add_column("key", no_wrap=True)
         table.add_column(head_a, overflow="fold")
         table.add_column(head_b, overflow="fold")

@@ -67,7 +67,7 @@ def guarded(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         _report("interrupted")
         return 130
-    except Exception as err:  # noqa: BLE001 - MLflow and OS failures still get one line
+    except Exception as err:  # MLflow and OS failures still get one line
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         _report(f"{type(err).__name__}: {one_line(str(err))[:500]} (set HYDRA_FULL_ERROR=1 for the traceback)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from typing import Any
 
@@ -28,7 +29,7 @@ def write_json(data: Any, stream: Any = None) -> None:
 
 
 def _clean(data: Any) -> Any:
-    if isinstance(data, float) and data != data:  # NaN is not JSON
+    if isinstance(data, float) and math.isnan(data):  # NaN is not JSON
         return None
     if isinstance(data, dict):
         return {k: _clean(v) for k, v in data.items()}

@@ -20,7 +20,7 @@ def curves(reader: Any, metric: str, refs: list[str]) -> list[dict[str, Any]]:
         jobs = [r for r in reader.runs([run.experiment_id]) if r.parent_id == run.run_id]
         runs += sorted(jobs, key=lambda r: r.job_num) if jobs else [run]
     found, missing = [], []
-    for run in dict((r.run_id, r) for r in runs).values():
+    for run in {r.run_id: r for r in runs}.values():
         points = [(s, v) for s, v in reader.history(run.run_id, metric) if not math.isnan(v)]
         (found if points else missing).append((run, points))
     if not found:

@@ -94,7 +94,9 @@ def render(info: dict[str, Any], console: Any) -> None:
     """Print the details in sections."""
     from rich.markup import escape
 
-    head = f"[bold]{escape(info['name'])}[/]  {info['run_id']}  {info['status']}  experiment {escape(info['experiment'])}"
+    head = (
+        f"[bold]{escape(info['name'])}[/]  {info['run_id']}  {info['status']}  experiment {escape(info['experiment'])}"
+    )
     console.print(head, highlight=False)
     duration = f" ({info['duration_s']:.0f} s)" if info["duration_s"] is not None else ""
     console.print(f"started {info['start']}, ended {info['end'] or '-'}{duration}", highlight=False)
@@ -103,7 +105,10 @@ def render(info: dict[str, Any], console: Any) -> None:
             console.print(f"{label}: {escape(str(info[key]))}", highlight=False)
     _section(console, "config")
     console.print(escape(info["config"].rstrip()), highlight=False, soft_wrap=True)
-    _section(console, "metrics (last, best)" + (f"; monitored: {info['monitor']} ({info['mode']})" if info["monitor"] else ""))
+    _section(
+        console,
+        "metrics (last, best)" + (f"; monitored: {info['monitor']} ({info['mode']})" if info["monitor"] else ""),
+    )
     width = max([len(m["metric"]) for m in info["metrics"]] + [6])
     for m in info["metrics"]:
         star = "  <- monitored" if m["metric"] == info["monitor"] else ""
@@ -111,11 +116,17 @@ def render(info: dict[str, Any], console: Any) -> None:
     if info["datasets"]:
         _section(console, "datasets")
         for d in info["datasets"]:
-            console.print(f"  {d['context'] or '-'}: {d['name']} ({d['digest']}) {escape(d['source'])}", highlight=False, soft_wrap=True)
+            console.print(
+                f"  {d['context'] or '-'}: {d['name']} ({d['digest']}) {escape(d['source'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
     _section(console, "tags")
     for k, v in info["tags"].items():
         text = " ".join(str(v).split())
-        console.print(f"  {k}: {escape(text if len(text) <= 200 else text[:199] + '…')}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  {k}: {escape(text if len(text) <= 200 else text[:199] + '…')}", highlight=False, soft_wrap=True
+        )
     _section(console, f"artifacts ({len(info['artifacts'])})")
     for a in info["artifacts"]:
         size = f"{a['bytes'] / 1024:.0f} KiB" if a["bytes"] is not None else ""

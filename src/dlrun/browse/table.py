@@ -129,7 +129,7 @@ def fmt(value: float | None) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -185,8 +185,12 @@ def columns(top: list[RunRecord]) -> tuple[list[Column], list[str]]:
     tests = sorted(test_keys(runs), key=lambda k: (k.split("/")[-1] not in {m.split("/")[-1] for m in monitors}, k))
     for i, key in enumerate(tests):
         cols.append(Column(key, [_test_cell(r, key) for r in runs], 2 if i == 0 else 5 + i / 100, right=True))
-    for i, key in enumerate(differing_params(runs)):
-        cols.append(Column(key, [_param_cell(r, key) for r in runs], 3 + i / 100))
+    # Params that vary most (the swept ones) are dropped last; headers are the keys' shortest unique tails.
+    params = differing_params(runs)
+    spread = {k: len({r.params.get(k) for r in runs if not r.is_sweep}) for k in params}
+    headers = short_keys(params)
+    for i, key in enumerate(sorted(params, key=lambda k: (-spread[k], len(headers[k]), k))):
+        cols.append(Column(headers[key], [_param_cell(r, key) for r in runs], 3 + i / 100))
     legend = []
     if any(r.is_best for r in runs):
         keys = sorted({r.monitor()[0] or "" for r in top if r.is_sweep} - {""})
@@ -194,6 +198,19 @@ def columns(top: list[RunRecord]) -> tuple[list[Column], list[str]]:
     if any(f"{k}_mean" in r.metrics for r in runs for k in test_keys(runs)):
         legend.append("±: mean and std over the sweep's seeds")
     return cols, legend
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's shortest tail that no other key shares: ``optimizer.lr`` -> ``lr``."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if not any(other != key and (other == tail or other.endswith("." + tail)) for other in keys):
+                break
+        short[key] = tail
+    return short
 
 
 def _param_cell(run: RunRecord, key: str) -> str:
@@ -212,7 +229,9 @@ def fit(cols: list[Column], width: int) -> tuple[list[Column], list[Column]]:
         if victim.drop == 0:  # only id, name and status are left: shorten names instead
             name = next(c for c in kept if c.header == "name")
             excess = sum(c.width for c in kept) + GAP * (len(kept) - 1) - width
-            name.cells = [c if len(c) <= name.width - excess else c[: max(4, name.width - excess - 1)] + "…" for c in name.cells]
+            name.cells = [
+                c if len(c) <= name.width - excess else c[: max(4, name.width - excess - 1)] + "…" for c in name.cells
+            ]
             break
         kept.remove(victim)
         dropped.append(victim)
@@ -235,7 +254,9 @@ def render(top: list[RunRecord], console: Any, store: str) -> None:
         table.add_row(*(_styled(c, i) for c in kept))
     console.print(table)
     if dropped:
-        legend.append(f"{len(dropped)} more columns with --csv or a wider terminal: {', '.join(c.header for c in dropped)}")
+        legend.append(
+            f"{len(dropped)} more columns with --csv or a wider terminal: {', '.join(c.header for c in dropped)}"
+        )
     for line in legend:
         short = line if len(line) <= console.width else line[: console.width - 1] + "…"
         console.print(short, style="dim", highlight=False, no_wrap=True)

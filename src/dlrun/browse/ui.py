@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-e", "--experiment", metavar="NAME", help="open this experiment (default: the latest run's)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0: any free port)")
-    parser.add_argument("--verbose", action="store_true", help="show MLflow's server log instead of keeping it in a file")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show MLflow's server log instead of keeping it in a file"
+    )
     return parser
 
 
@@ -68,11 +70,20 @@ def serve(args: argparse.Namespace) -> int:
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{port}"
     log = None if args.verbose else Path(tempfile.mkstemp(prefix="dlrun-ui-", suffix=".log")[1])
     command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", reader.uri,
-        "--default-artifact-root", str(artifact_root),
-        "--host", args.host, "--port", str(port),
-        "--workers", "1",  # one user, one browser: MLflow's default of 4 workers only costs memory
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        reader.uri,
+        "--default-artifact-root",
+        str(artifact_root),
+        "--host",
+        args.host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",  # one user, one browser: MLflow's default of 4 workers only costs memory
     ]
     scratch: list[Path] = []
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -114,7 +125,9 @@ def pick_experiment(reader: Any, name: str | None) -> str | None:
         for experiment_id, known in experiments.items():
             if known == name:
                 return experiment_id
-        raise UserError(f"--experiment {name}: no such experiment; the store has: {', '.join(sorted(experiments.values()))}")
+        raise UserError(
+            f"--experiment {name}: no such experiment; the store has: {', '.join(sorted(experiments.values()))}"
+        )
     runs = reader.runs(list(experiments))
     return runs[0].experiment_id if runs else None
 
@@ -188,7 +201,11 @@ def huey_folders(pid: int) -> list[Path]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         # Only a folder MLflow made with mkdtemp: never anything a user pointed it at.
-        if folder and Path(folder).parent in (Path("/dev/shm"), Path(tempfile.gettempdir())) and Path(folder).name.startswith("tmp"):
+        if (
+            folder
+            and Path(folder).parent in (Path("/dev/shm"), Path(tempfile.gettempdir()))
+            and Path(folder).name.startswith("tmp")
+        ):
             found.add(Path(folder))
     return sorted(found)
 

@@ -9,7 +9,7 @@ from dlrun.errors import UserError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MIN_PREFIX = 8
-RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{%d,32}$" % MIN_PREFIX)
+RUN_ID_PREFIX = re.compile(rf"^[0-9a-f]{{{MIN_PREFIX},32}}$")
 
 
 class RunNotFound(UserError):
