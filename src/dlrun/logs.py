@@ -31,6 +31,7 @@ QUIET_WARNINGS = (
     # Testing a checkpoint never needs the callbacks that wrote it (they matter for resuming a fit only).
     r".*Be aware that when using `ckpt_path`, callbacks used to create.*",
     r".*The dirpath has changed from .* won't be reloaded.*",
+    r".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes into its own folder again
 )
 
 
