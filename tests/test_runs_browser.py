@@ -348,6 +348,28 @@ def test_ambiguous_prefix_is_refused(store: Store, tmp_path: Path) -> None:
     )
 
 
+def test_sweep_parent_shows_seed_aggregates(store: Store, tmp_path: Path) -> None:
+    """On a copy of the store, the sweep parent gets test/acc_mean, _std, _n as seed aggregation logs them."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "agg.db"
+    shutil.copy(store.root / "mlflow.db", db)
+    client = MlflowClient(f"sqlite:///{db}")
+    for key, value in (("test/acc_mean", 0.9123), ("test/acc_std", 0.004), ("test/acc_n", 3)):
+        client.log_metric(store.parent.info.run_id, key, value)
+    out = run_dlrun(["runs", "--tracking-uri", f"sqlite:///{db}"], tmp_path, {"COLUMNS": "250"})
+    row = next(line for line in out.stdout.splitlines() if line.startswith(short(store.parent)))
+    assert "0.9123±0.0040 n=3" in row, out.stdout
+    assert "mean±std n=N: over the N seeds" in out.stdout
+    rows = {
+        r["run_id"]: r
+        for r in csv.DictReader(
+            io.StringIO(run_dlrun(["runs", "--tracking-uri", f"sqlite:///{db}", "--csv"], tmp_path).stdout)
+        )
+    }
+    assert float(rows[store.parent.info.run_id]["test/acc_n"]) == 3
+
+
 def test_parse_run_ref_accepts_prefixes() -> None:
     from dlrun.tracking.artifacts import parse_run_ref
 

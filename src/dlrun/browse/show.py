@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from dlrun.browse.records import SHORT_ID, RunRecord, guess_mode
@@ -25,6 +26,7 @@ def details(reader: Any, ref: str, uri_arg: str | None) -> dict[str, Any]:
     children = [r for r in reader.runs([run.experiment_id]) if r.parent_id == run.run_id]
     children.sort(key=lambda r: r.job_num)
     config = read_text(reader, run, "config.yaml")
+    artifacts = list_artifacts(reader, run)
     return {
         "run_id": run.run_id,
         "name": run.name,
@@ -42,14 +44,18 @@ def details(reader: Any, ref: str, uri_arg: str | None) -> dict[str, Any]:
         "metrics": metrics,
         "tags": dict(sorted(run.tags.items())),
         "datasets": reader.datasets(run.run_id),
-        "artifacts": [{"path": p, "bytes": s} for p, s in list_artifacts(reader, run)],
+        "artifacts": [{"path": p, "bytes": s} for p, s in artifacts],
         "children": [{"run_id": c.run_id, "name": c.name, "status": c.status} for c in children],
-        "commands": commands(reader, run, uri_arg),
+        "commands": commands(reader, run, uri_arg, [p for p, _ in artifacts]),
     }
 
 
-def commands(reader: Any, run: RunRecord, uri_arg: str | None) -> dict[str, str]:
-    """The exact command lines to resume, evaluate and predict with the run (or rerun a sweep)."""
+def commands(reader: Any, run: RunRecord, uri_arg: str | None, artifacts: list[str]) -> dict[str, str]:
+    """The exact command lines to evaluate, predict with and resume the run (or rerun a sweep).
+
+    ``ckpt=RUN`` needs a logged checkpoint (logged when training ends); a run stopped earlier is
+    evaluated from its local ``last.ckpt``, and resumed only while that file exists.
+    """
     store = f" tracking.uri={uri_arg}" if uri_arg else ""
     if run.is_sweep or run.tags.get("dlrun.task") == "sweep":
         args = run.tags.get("dlrun.sweep_args", "")
@@ -57,16 +63,21 @@ def commands(reader: Any, run: RunRecord, uri_arg: str | None) -> dict[str, str]
     if run.tags.get("dlrun.task", "train") != "train":
         return {}
     ref = short_ref(reader, run.run_id)
-    epochs = run.params.get("trainer.max_epochs", "its")
-    more = f" trainer.max_epochs=N  # N > {epochs}" if run.status == "FINISHED" else ""
-    # Text objectives translate (or continue) lines read from a file; classifiers predict the test split.
-    text = not run.params.get("objective._target_", "").endswith("ClassificationModule")
-    predict_input = " input=FILE" if text and "objective._target_" in run.params else ""
-    return {
-        "evaluate": f"dlrun task=eval ckpt={ref}{store}",
-        "predict": f"dlrun task=predict ckpt={ref}{predict_input}{store}",
-        "resume": f"dlrun resume={ref}{store}{more}",
-    }
+    last = Path(run.tags.get("dlrun.output_dir", "/nonexistent")) / "checkpoints" / "last.ckpt"
+    logged = any(a.startswith("checkpoints/") and a.endswith(".ckpt") for a in artifacts)
+    ckpt = ref if logged else (str(last) if last.is_file() else None)
+    found: dict[str, str] = {}
+    if ckpt:
+        # Text objectives translate (or continue) lines read from a file; classifiers predict the test split.
+        text = not run.params.get("objective._target_", "").endswith("ClassificationModule")
+        predict_input = " input=FILE" if text and "objective._target_" in run.params else ""
+        found["evaluate"] = f"dlrun task=eval ckpt={ckpt}{store}"
+        found["predict"] = f"dlrun task=predict ckpt={ckpt}{predict_input}{store}"
+    if last.is_file():
+        epochs = run.params.get("trainer.max_epochs", "its")
+        more = f" trainer.max_epochs=N  # N > {epochs}" if run.status == "FINISHED" else ""
+        found["resume"] = f"dlrun resume={ref}{store}{more}"
+    return found
 
 
 def short_ref(reader: Any, run_id: str) -> str:

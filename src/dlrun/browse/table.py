@@ -142,11 +142,11 @@ def _start(ms: int | None) -> str:
 
 
 def _test_cell(run: RunRecord, key: str) -> str:
-    """The run's value, or for a sweep parent with seed aggregates ``mean±std`` (n in the legend)."""
+    """The run's value, or for a sweep parent with seed aggregates ``mean±std n=N``."""
     mean = run.metrics.get(f"{key}_mean")
     if mean is not None and key not in run.metrics:
-        std = run.metrics.get(f"{key}_std")
-        return f"{fmt(mean)}±{fmt(std)}" if std is not None else fmt(mean)
+        std, n = run.metrics.get(f"{key}_std"), run.metrics.get(f"{key}_n")
+        return fmt(mean) + (f"±{fmt(std)}" if std is not None else "") + (f" n={fmt(n)}" if n is not None else "")
     return fmt(run.metrics.get(key))
 
 
@@ -196,7 +196,7 @@ def columns(top: list[RunRecord]) -> tuple[list[Column], list[str]]:
         keys = sorted({r.monitor()[0] or "" for r in top if r.is_sweep} - {""})
         legend.append(f"* best job of its sweep ({', '.join(keys) or 'its metric'})")
     if any(f"{k}_mean" in r.metrics for r in runs for k in test_keys(runs)):
-        legend.append("±: mean and std over the sweep's seeds")
+        legend.append("mean±std n=N: over the N seeds of a sweep's configuration")
     return cols, legend
 
 
