@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import logging
 import os
 import sys
@@ -542,6 +543,9 @@ def main() -> None:
         started = time.perf_counter()
         for case in cases(args):
             result["cases"].append(measure(case, data, args.repeats))
+            if args.json is not None:  # after every case: a run cut short by a time limit keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
         if args.phases == "on" and "mnist" in args.cases:
             result["phases_ms"] = {}
             for model in args.models.split(","):
