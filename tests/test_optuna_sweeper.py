@@ -179,12 +179,14 @@ def test_median_pruning_trains_fewer_epochs_than_the_same_search_without(tmp_pat
         result = dlrun(search(folder, *common, *extra), folder, env=ENV)
         assert result.returncode == 0, result.describe()
         _, runs, trials = check_one_child_per_trial(folder)
-        per_trial = {t.number: (t.state.name, epochs(store_uri(folder), runs[t.number])) for t in trials}
-        totals[pruner] = sum(e for _, e in per_trial.values())
-        print(f"pruner={pruner}: {totals[pruner]} training epochs in all; per trial (state, epochs): {per_trial}")
+        per_trial = {
+            t.number: (t.params["optimizer.lr"], t.state.name, epochs(store_uri(folder), runs[t.number])) for t in trials
+        }
+        totals[pruner] = sum(e for *_, e in per_trial.values())
+        print(f"pruner={pruner}: {totals[pruner]} training epochs in all; per trial (lr, state, epochs): {per_trial}")
         if pruner == "median":
-            pruned = [e for s, e in per_trial.values() if s == "PRUNED"]
-            complete = [e for s, e in per_trial.values() if s == "COMPLETE"]
+            pruned = [e for _, s, e in per_trial.values() if s == "PRUNED"]
+            complete = [e for _, s, e in per_trial.values() if s == "COMPLETE"]
             assert pruned and max(pruned) < min(complete) == 4
     print(f"total training epochs: {totals['none']} without pruning, {totals['median']} with the median pruner")
     assert totals["median"] < totals["none"] == 24
