@@ -66,6 +66,9 @@ def train_eval_summary(root: Path, preset: str, layer: str) -> str:
     run = runs[0]
     assert 0.5 < run.data.metrics["test/acc"] <= 1.0
     assert "val/acc" in run.data.metrics and "train/loss" in run.data.metrics
+    if preset == "spirals":  # the contract's data_files(): one dataset input per split, for the MLflow UI
+        inputs = {tuple(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in run.inputs.dataset_inputs}
+        assert set(inputs) == {("train",), ("val",), ("test",)} and {d.name for d in inputs.values()} == {"points"}
     checkpoints = list((root / "outputs").rglob("checkpoints/epoch*.ckpt"))
     assert checkpoints, "no best checkpoint written"
     saved = torch.load(checkpoints[0], map_location="cpu", weights_only=True)

@@ -62,6 +62,7 @@ def resolve(
     ``describe``, a path's source run is looked up too (for its name), when the store knows it.
     """
     from dlrun.tracking.artifacts import client_for, download_checkpoint, download_config, parse_run_ref
+    from dlrun.tracking.run_ids import resolve_run_id
 
     ref = str(ref)
     path = Path(ref).expanduser()
@@ -72,7 +73,7 @@ def resolve(
         if path.is_dir():
             raise CheckpointError(f"{key}={ref}: is a folder; name a .ckpt file inside it, or an MLflow run id")
         if not path.is_file():
-            raise CheckpointError(f"{key}={ref}: no such checkpoint file, and not an MLflow run id (32 hex digits) or runs:/RUN_ID")
+            raise CheckpointError(f"{key}={ref}: no such checkpoint file, and not an MLflow run id (8+ hex digits of one) or runs:/RUN_ID")
         checkpoint = read_checkpoint(path, key)
         embedded = checkpoint.get("dlrun") or {}
         config = embedded.get("config")
@@ -85,6 +86,7 @@ def resolve(
 
     run_id, artifact = run_ref
     client = client_for(tracking_uri, cwd)
+    run_id = resolve_run_id(client, run_id, key)  # a unique prefix (what tables show) becomes the full id
     dest = download_dir or Path(tempfile.mkdtemp(prefix="dlrun-ckpt-"))
     local = download_checkpoint(client, run_id, dest / run_id, artifact, key)
     checkpoint = read_checkpoint(local, key)

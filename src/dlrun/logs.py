@@ -19,6 +19,7 @@ QUIET_LOGGERS = (
     "lightning_fabric.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
     "mlflow.store.db.utils",
+    "mlflow.system_metrics",  # start/stop lines of tracking.system_metrics
     "alembic",
     "alembic.runtime.migration",
 )

@@ -108,11 +108,12 @@ def _locate(ref: str, cfg: DictConfig, job: Any, name: str = "resume") -> tuple[
         return path, None
     run_ref = parse_run_ref(ref)
     if run_ref is None:
-        raise CheckpointError(f"{name}={ref}: no such run dir or checkpoint, and not an MLflow run id (32 hex digits)")
+        raise CheckpointError(f"{name}={ref}: no such run dir or checkpoint, and not an MLflow run id (8+ hex digits of one)")
     run_id = run_ref[0]
     if not cfg.tracking.enabled:
         raise UserError(f"{name}={ref}: resuming by run id needs MLflow (tracking.enabled=false)")
     run = get_run(client_for(cfg.tracking.uri, job.cwd), run_id, name)
+    run_id = run.info.run_id  # the full id, also when a prefix was given
     output_dir = run.data.tags.get("dlrun.output_dir")
     if not output_dir:
         raise CheckpointError(f"{name}={ref}: the run has no tag dlrun.output_dir (not a dlrun training run?)")

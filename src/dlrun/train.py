@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.console import print_config
+from dlrun.tracking.datasets import log_dataset_inputs
 from dlrun.tracking.run import is_rank_zero, tracked_run
 from dlrun.wiring import (
     build_trainer,
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> float | None:
         else:
             run.set_tags(resume.tags())
         parts = prepare(cfg)
+        log_dataset_inputs(run, job.choices.get("data", "data"), parts.data.data_files())
         objective = parts.objective
         run.set_tags({"dlrun.monitor": objective.monitor, "dlrun.monitor_mode": objective.mode})
         batch = example_batch(parts.datamodule)

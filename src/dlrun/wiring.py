@@ -106,6 +106,7 @@ def run_spec(cfg: DictConfig, job: Job) -> RunSpec | None:
         run_name=job.run_name,
         tags=tags,
         cwd=job.cwd,
+        system_metrics=bool(cfg.tracking.get("system_metrics", False)),
     )
 
 
