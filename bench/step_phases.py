@@ -122,7 +122,7 @@ def lightning(images: torch.Tensor, labels: torch.Tensor, batches: int) -> dict[
     return phase_medians()
 
 
-def dlrun_side(batches: int, workdir: Path) -> dict[str, float]:
+def dlrun_side(batches: int, workdir: Path, extra: list[str] = ()) -> dict[str, float]:
     """``dlrun.run`` of the MLP epoch, with the marker callback added to the trainer dlrun builds."""
     import dlrun
     import dlrun.train
@@ -133,7 +133,7 @@ def dlrun_side(batches: int, workdir: Path) -> dict[str, float]:
     dlrun.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [marker_callback(), *callbacks])
     ClassificationModule.training_step = marked_training_step(step)
     try:
-        dlrun.run(dlrun_overrides("mlp", batches, 0, workdir, f"phases-{time.time_ns()}"))
+        dlrun.run(dlrun_overrides("mlp", batches, 0, workdir, f"phases-{time.time_ns()}") + list(extra))
     finally:
         dlrun.train.build_trainer, ClassificationModule.training_step = build_trainer, step
     return phase_medians()
@@ -142,6 +142,7 @@ def dlrun_side(batches: int, workdir: Path) -> dict[str, float]:
 def main() -> None:
     """Alternate the three sides; print and save per-phase medians (ms)."""
     parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
+    parser.add_argument("--overrides", default="", help="extra dlrun overrides, space-separated (e.g. data.on_device=true)")
     args = parser.parse_args()
     set_threads(args.threads)
     os.environ.setdefault("DLRUN_DATA_DIR", str(data_dir()))
@@ -150,7 +151,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"dlrun": [], "lightning": [], "hand": []}
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
         sides = {
-            "dlrun": lambda: dlrun_side(args.batches, Path(tmp)),
+            "dlrun": lambda: dlrun_side(args.batches, Path(tmp), args.overrides.split()),
             "lightning": lambda: lightning(images, labels, args.batches),
             "hand": lambda: hand(images, labels, args.batches),
         }

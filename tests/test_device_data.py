@@ -197,3 +197,28 @@ def test_augment_applies_to_training_batches_only_and_is_seeded(data_root: Path)
     trainer.state.stage = "validate"
     assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], normalize(batch[0]))
     assert plain.augment == "none"
+
+
+# ---------------------------------------------------------------- text batches: lengths stay on the host
+
+
+def test_text_batches_keep_source_lengths_on_the_host(tmp_path: Path) -> None:
+    """Packing needs ``src_lengths`` on the host; moved to a GPU they would be copied back (a full sync) every step."""
+    from dlrun.data.text_batching import TextBatch
+    from dlrun.data.text_module import TextDataModule
+
+    pairs = [("ein hund läuft .", "a dog runs ."), ("eine katze .", "a cat ."), ("ein mann schläft hier .", "a man sleeps here .")]
+    paths = {}
+    for split in ("train", "val", "test"):
+        for side, column in (("src", 0), ("tgt", 1)):
+            path = tmp_path / f"{split}.{side}"
+            path.write_text("".join(pair[column] + "\n" for pair in pairs))
+            paths[f"{split}_{side}"] = str(path)
+    dm = TextDataModule(**paths, batch_size=3, min_freq=1)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    moved = dm.transfer_batch_to_device(batch, torch.device("meta"), 0)  # any other device shows the split
+    assert isinstance(moved, TextBatch)
+    assert moved.src.device.type == moved.tgt.device.type == moved.ids.device.type == "meta"
+    assert moved.src_lengths.device.type == "cpu" and torch.equal(moved.src_lengths, batch.src_lengths)
+    assert dm.transfer_batch_to_device((torch.zeros(2),), torch.device("meta"), 0)[0].device.type == "meta"

@@ -13,7 +13,7 @@ from dlrun.contracts import DataModule, RunContext
 from dlrun.data.errors import DataError
 from dlrun.data.text import read_parallel
 from dlrun.data.samplers import ordered_batches
-from dlrun.data.text_batching import BATCHING_MODES, Ragged, TextDataset, make_batch_sampler
+from dlrun.data.text_batching import BATCHING_MODES, Ragged, TextBatch, TextDataset, make_batch_sampler
 from dlrun.data.tokenizer import detokenize, tokenize
 from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
 
@@ -279,3 +279,17 @@ class TextDataModule(DataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test split, in file order (``ids`` index ``sources('test')``)."""
         return self._loader("test")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """A ``TextBatch`` to ``device`` with ``src_lengths`` left on the host.
+
+        Packing the encoder's input needs the lengths on the host (the network checks and packs with
+        ``src_lengths.cpu()``); copied to a GPU, they would be copied back every step, and a copy from the
+        GPU waits for all its queued work: one full host-device synchronization per training step.
+        """
+        if not isinstance(batch, TextBatch):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        non_blocking = device.type == "cuda"  # pinned batches: the copies overlap the host's work
+        moved = (t.to(device, non_blocking=non_blocking) for t in (batch.src, batch.tgt, batch.ids))
+        src, tgt, ids = moved
+        return TextBatch(src=src, src_lengths=batch.src_lengths, tgt=tgt, ids=ids)

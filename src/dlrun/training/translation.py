@@ -200,7 +200,8 @@ class TranslationModule(DirectFxNameWrites, Objective):
         index = torch.tensor(rows, device=tokens.device)
         hyp = tokens.index_select(0, index)
         bos = hyp.new_full((len(rows), 1), self.net.bos_index)
-        src, lengths = batch.src.index_select(0, index), batch.src_lengths.index_select(0, index)
+        # src_lengths stay on the host (TextDataModule.transfer_batch_to_device); index them there.
+        src, lengths = batch.src.index_select(0, index), batch.src_lengths.index_select(0, index.to(batch.src_lengths.device))
         _, attention = self.net(src, lengths, torch.cat([bos, hyp], dim=1), return_attention=True)
         out = []
         for k, row in enumerate(rows):
