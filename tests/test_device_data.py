@@ -146,6 +146,37 @@ def test_validation_and_test_loops_take_device_batches(data_root: Path) -> None:
     assert 0.0 < scores[True][1]["test/acc"] < 0.5  # an untrained network: near chance, and a real number
 
 
+def test_training_steps_without_a_bar_never_wait_for_the_device(data_root: Path) -> None:
+    """No ``.item()`` (a host-device sync on a GPU) per step: logged losses stay tensors when no bar reads them."""
+    from dlrun.models.mlp import MLP
+    from dlrun.training.classification import ClassificationModule
+
+    class Watch(pl.Callback):
+        def __init__(self) -> None:
+            self.counter, self.steps = OpCounter(), 0
+
+        def on_train_batch_start(self, *args) -> None:  # noqa: ANN002
+            if self.steps == 5:  # after Lightning's first-step setup
+                self.counter.__enter__()
+
+        def on_train_batch_end(self, *args) -> None:  # noqa: ANN002
+            self.steps += 1
+
+        def on_train_epoch_end(self, *args) -> None:  # noqa: ANN002
+            self.counter.__exit__(None, None, None)
+
+    torch.manual_seed(0)
+    net = MLP(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[16], dropout=0.0)
+    objective = ClassificationModule(net, optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    watch = Watch()
+    trainer = cpu_trainer(max_steps=45, limit_val_batches=0, log_every_n_steps=10, callbacks=[watch])
+    trainer.fit(objective, datamodule=module(data_root, True, trainer=trainer))
+    assert watch.steps == 45
+    assert "train/loss" in trainer.callback_metrics  # the steps did log (every 10th and the last)
+    assert "train/loss" not in trainer.progress_bar_metrics
+    assert watch.counter.ops["_local_scalar_dense"] == 0, dict(watch.counter.ops)
+
+
 # ---------------------------------------------------------------- augmentation
 
 

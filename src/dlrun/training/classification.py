@@ -14,7 +14,7 @@ from dlrun.plain import plain
 from dlrun.contracts import Objective, RunContext
 from dlrun.training.hot_path import DirectFxNameWrites
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from dlrun.training.progress import step_is_shown
+from dlrun.training.progress import bar_shows_metrics, step_is_shown
 
 
 class ClassificationModule(DirectFxNameWrites, Objective):
@@ -76,7 +76,7 @@ class ClassificationModule(DirectFxNameWrites, Objective):
         x, y = batch
         loss = self.loss_fn(self.net(x), y)
         if self._trainer is None or step_is_shown(self._trainer, batch_idx):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar_shows_metrics(self._trainer), batch_size=len(y))
         return loss
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:

@@ -16,7 +16,7 @@ from dlrun.models.lm_sampling import continue_prompt
 from dlrun.models.rnn_lm import detach_state
 from dlrun.training.losses import masked_cross_entropy
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from dlrun.training.progress import step_is_shown
+from dlrun.training.progress import bar_shows_metrics, step_is_shown
 
 DEFAULT_PROMPTS = ("a man", "two dogs", "a little girl in a", "people are", "")
 STATE_KEY = "dlrun_lm_state"
@@ -141,7 +141,7 @@ class LanguageModelObjective(Objective):
         self.train_ppl.update(loss_sum, n_tokens)
         self.log("train/ppl", self.train_ppl, on_step=False, on_epoch=True)
         if self._trainer is None or step_is_shown(self._trainer, batch_idx):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch.tokens.size(0))
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar_shows_metrics(self._trainer), batch_size=batch.tokens.size(0))
         return loss
 
     # -- validation and test -------------------------------------------------------------

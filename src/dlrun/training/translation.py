@@ -15,7 +15,7 @@ from dlrun.models.search import beam_search, greedy_search
 from dlrun.training.losses import masked_cross_entropy
 from dlrun.training.hot_path import DirectFxNameWrites
 from dlrun.training.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from dlrun.training.progress import step_is_shown
+from dlrun.training.progress import bar_shows_metrics, step_is_shown
 
 DecodeMethod = Literal["greedy", "beam"]
 
@@ -117,7 +117,7 @@ class TranslationModule(DirectFxNameWrites, Objective):
         )
         loss = loss_sum / n_tokens.clamp(min=1)
         if self._trainer is None or step_is_shown(self._trainer, batch_idx):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch.src.size(0))
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar_shows_metrics(self._trainer), batch_size=batch.src.size(0))
         # Lightning's epoch mean weighted by batch_size=total is sum(pad) / sum(total) over the epoch:
         # it accumulates on the device (no host sync per step) and is ready before epoch-end callbacks.
         pad = (batch.src == self.pad_index).sum() + (batch.tgt == self.pad_index).sum()
