@@ -34,7 +34,6 @@ import itertools
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,7 +43,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from common import MEAN, STD, data_dir, emit, hand_model, machine, median, read_mnist, set_threads
 from step_phases import PHASES, mark, marked_training_step, marker_callback, phase_medians
 
@@ -196,10 +194,10 @@ class Data:
         """The first skip+steps bucketed training batches (epochs 0, 1, ...; on the device), their timed tokens,
         the config and the vocabulary sizes. Seed 0's batches serve every repeat (the data order is not the point)."""
         if case.batch_size not in self._text:
+            from hydra.core.hydra_config import HydraConfig
+
             from dlrun.api import compose_job
             from dlrun.wiring import build_data
-
-            from hydra.core.hydra_config import HydraConfig
 
             cfg = compose_job(seq2seq_overrides(case, self.settings, seed, self.settings.workdir / "compose"))
             HydraConfig.instance().set_config(cfg)  # the data paths interpolate ${hydra:runtime.cwd}
@@ -238,7 +236,11 @@ def seq2seq_loss(net: torch.nn.Module, batch: Any) -> torch.Tensor:
     logits = net(batch.src, batch.src_lengths, batch.tgt[:, :-1])
     target = batch.tgt[:, 1:]
     loss_sum = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=0, reduction="sum", label_smoothing=0.1
+        logits.reshape(-1, logits.size(-1)).float(),
+        target.reshape(-1),
+        ignore_index=0,
+        reduction="sum",
+        label_smoothing=0.1,
     )
     return loss_sum / (target != 0).sum().clamp(min=1)
 
@@ -364,7 +366,13 @@ def mnist_overrides(case: Case, settings: Settings, seed: int, run_dir: Path) ->
         "mlp": ["model=mlp", "model.hidden_sizes=[512,512]", "model.dropout=0.2"],
         "cnn": ["model=cnn", "model.channels=[32,64]", "model.kernel_sizes=[3,3]", "model.dense_size=128"],
     }[case.model]
-    return [*model, "data=mnist", f"data.batch_size={case.batch_size}", "data.on_device=true", *common_overrides(case, settings, seed, run_dir)]
+    return [
+        *model,
+        "data=mnist",
+        f"data.batch_size={case.batch_size}",
+        "data.on_device=true",
+        *common_overrides(case, settings, seed, run_dir),
+    ]
 
 
 def seq2seq_overrides(case: Case, settings: Settings, seed: int, run_dir: Path) -> list[str]:
@@ -520,8 +528,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
     parser.add_argument("--skip", type=int, default=30, help="untimed steps first (warm-up, compilation)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats per case")
-    parser.add_argument("--phases", choices=("on", "off"), default="on", help="phase table of the batch-128 MNIST cases")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on the CPU, all on a GPU machine)")
+    parser.add_argument(
+        "--phases", choices=("on", "off"), default="on", help="phase table of the batch-128 MNIST cases"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: 1 on the CPU, all on a GPU machine)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that the script runs")
     args = parser.parse_args()
@@ -539,7 +551,9 @@ def main() -> None:
         torch.backends.cudnn.benchmark = False  # Lightning's default (benchmark=None -> off); every side the same
 
     with tempfile.TemporaryDirectory(prefix="dlrun-gpu-bench-") as tmp:
-        settings = Settings(device, args.steps, args.skip, args.compile_mode, args.compile_backend, Path(tmp), args.smoke)
+        settings = Settings(
+            device, args.steps, args.skip, args.compile_mode, args.compile_backend, Path(tmp), args.smoke
+        )
         data = Data(settings)
         result: dict[str, Any] = {"machine": machine(), "device": describe(device), "settings": {
             k: v for k, v in vars(args).items() if k not in ("json",)}, "cases": []}  # fmt: skip
@@ -566,7 +580,12 @@ def describe(device: torch.device) -> dict[str, Any]:
     if device.type != "cuda":
         return {"type": device.type}
     props = torch.cuda.get_device_properties(device)
-    return {"type": "cuda", "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda}
+    return {
+        "type": "cuda",
+        "name": props.name,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+    }
 
 
 def table(result: dict[str, Any]) -> str:
@@ -586,9 +605,17 @@ def table(result: dict[str, Any]) -> str:
             f"| {c['dlrun_vs_lightning']:.3f} | {mem} |"
         )
     for name, per_side in result.get("phases_ms", {}).items():
-        lines += ["", f"Host time per step phase, {name} (ms, medians):", "", "| phase | dlrun | bare Lightning | hand loop |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"Host time per step phase, {name} (ms, medians):",
+            "",
+            "| phase | dlrun | bare Lightning | hand loop |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for phase in per_side["hand"]:
-            lines.append(f"| {phase} | " + " | ".join(f"{per_side[s][phase]:.3f}" for s in ("dlrun", "lightning", "hand")) + " |")
+            lines.append(
+                f"| {phase} | " + " | ".join(f"{per_side[s][phase]:.3f}" for s in ("dlrun", "lightning", "hand")) + " |"
+            )
     return "\n".join(lines)
 
 

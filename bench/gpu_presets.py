@@ -26,7 +26,12 @@ from common import data_dir, emit, machine
 # name -> dlrun overrides (after experiment=...); the issue-15 targets are in docs/gpu.md
 RUNS: dict[str, list[str]] = {
     "mnist_cnn": ["experiment=mnist_cnn", "trainer=gpu"],
-    "mnist_cnn bf16 compiled": ["experiment=mnist_cnn", "trainer=gpu", "trainer.precision=bf16-mixed", "compile.enabled=true"],
+    "mnist_cnn bf16 compiled": [
+        "experiment=mnist_cnn",
+        "trainer=gpu",
+        "trainer.precision=bf16-mixed",
+        "compile.enabled=true",
+    ],
     "multi30k_gru_attn": ["experiment=multi30k_gru_attn", "trainer=gpu"],
 }
 SMOKE: dict[str, list[str]] = {
@@ -74,14 +79,18 @@ def run(name: str, overrides: list[str], workdir: Path, timeout: float) -> dict[
             "callbacks.progress_every_n_steps=0", f"hydra.run.dir={folder}"]  # fmt: skip
     started = time.perf_counter()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=workdir, check=False)
     except subprocess.TimeoutExpired:
         return {"name": name, "command": "dlrun " + " ".join(overrides), "error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - started
     out = proc.stdout
-    result: dict[str, Any] = {"name": name, "command": "dlrun " + " ".join(overrides) + " tracking=none", "wall_s": round(wall, 1)}
+    result: dict[str, Any] = {
+        "name": name,
+        "command": "dlrun " + " ".join(overrides) + " tracking=none",
+        "wall_s": round(wall, 1),
+    }
     if proc.returncode != 0:
-        result["error"] = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+        result["error"] = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         return result
     fit = re.findall(r"^FIT_S ([0-9.]+)", out, re.MULTILINE)
     peak = re.findall(r"^PEAK_GPU_GIB ([0-9.na]+)", out, re.MULTILINE)

@@ -56,7 +56,11 @@ def overhead_block(results: list[dict[str, Any]]) -> list[str]:
                 f"| {c['dlrun_vs_lightning']:.3f} | {mem} |"
             )
     for name, per_side in phases.items():
-        lines += ["", f"Host time per step phase, {name} (ms, medians; unsynchronized: the time the host takes to queue each phase):", ""]
+        lines += [
+            "",
+            f"Host time per step phase, {name} (ms, medians; unsynchronized: the time the host takes to queue each phase):",
+            "",
+        ]
         lines += ["| phase | dlrun | bare Lightning | hand loop |", "| --- | ---: | ---: | ---: |"]
         for phase in per_side["hand"]:
             cells = " | ".join(f"{per_side[s][phase]:.3f}" for s in ("dlrun", "lightning", "hand"))
@@ -66,21 +70,32 @@ def overhead_block(results: list[dict[str, Any]]) -> list[str]:
 
 def presets_block(result: dict[str, Any]) -> list[str]:
     """One row per preset run, with the issue's targets judged."""
-    lines = ["| run | command | training (fit) | wall | peak GiB | test | target | |", "| --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
+    lines = [
+        "| run | command | training (fit) | wall | peak GiB | test | target | |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- | --- |",
+    ]
     for run in result["runs"]:
         if "error" in run:
             lines.append(f"| {run['name']} | `{run['command']}` | | | | {run['error']} | | **failed** |")
             continue
         test = run.get("test", {})
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(test.items()) if k in ("test/acc", "test/bleu", "test/bleu_greedy"))
+        shown = ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(test.items()) if k in ("test/acc", "test/bleu", "test/bleu_greedy")
+        )
         target, ok = "", None
         fit = run.get("fit_s")
         if run["name"].startswith("mnist_cnn") and "test/acc" in test and fit is not None:
             acc_ok = test["test/acc"] >= CNN_PRESET["test/acc"] - CNN_PRESET["acc_tolerance"]
-            target, ok = f"< {CNN_PRESET['fit_s']:.0f} s, test/acc ≥ {CNN_PRESET['test/acc']} - {CNN_PRESET['acc_tolerance']}", fit < CNN_PRESET["fit_s"] and acc_ok
+            target, ok = (
+                f"< {CNN_PRESET['fit_s']:.0f} s, test/acc ≥ {CNN_PRESET['test/acc']} - {CNN_PRESET['acc_tolerance']}",
+                fit < CNN_PRESET["fit_s"] and acc_ok,
+            )
         if run["name"].startswith("multi30k") and "test/bleu" in test and fit is not None:
             bleu_ok = abs(test["test/bleu"] - SEQ2SEQ_PRESET["test/bleu"]) <= SEQ2SEQ_PRESET["bleu_tolerance"]
-            target, ok = f"< {SEQ2SEQ_PRESET['fit_s']:.0f} s, BLEU {SEQ2SEQ_PRESET['test/bleu']} ± 0.5", fit < SEQ2SEQ_PRESET["fit_s"] and bleu_ok
+            target, ok = (
+                f"< {SEQ2SEQ_PRESET['fit_s']:.0f} s, BLEU {SEQ2SEQ_PRESET['test/bleu']} ± 0.5",
+                fit < SEQ2SEQ_PRESET["fit_s"] and bleu_ok,
+            )
         peak = "-" if run.get("peak_gib") is None else f"{run['peak_gib']:.2f}"
         lines.append(
             f"| {run['name']} | `{run['command']}` | {fit if fit is not None else '?'} s | {run['wall_s']} s | {peak} | {shown} | {target} | {verdict(ok)} |"
@@ -103,15 +118,20 @@ def block(folder: Path) -> str:
     if overheads:
         settings = overheads[0]["settings"]
         lines += [
-            f"dlrun vs a hand-written loop vs a bare Lightning `Trainer`, one process, sides alternating, medians of {settings['repeats']} repeats; "
-            f"{settings['steps']} timed steps after {settings['skip']} untimed ones (warm-up, compilation; `torch.compile` mode `{settings['compile_mode']}`). "
-            "`python bench/gpu_overhead.py` (see `bench/gpu_check_v2.sh` for the exact calls):",
+            (
+                f"dlrun vs a hand-written loop vs a bare Lightning `Trainer`, one process, sides alternating, medians of {settings['repeats']} repeats; "
+                f"{settings['steps']} timed steps after {settings['skip']} untimed ones (warm-up, compilation; `torch.compile` mode `{settings['compile_mode']}`). "
+                "`python bench/gpu_overhead.py` (see `bench/gpu_check_v2.sh` for the exact calls):"
+            ),
             "",
             *overhead_block(overheads),
             "",
         ]
     if presets.exists():
-        lines += ["Presets on the card (`python bench/gpu_presets.py`; training = `fit` from its first step to its end, validation included):", ""]
+        lines += [
+            "Presets on the card (`python bench/gpu_presets.py`; training = `fit` from its first step to its end, validation included):",
+            "",
+        ]
         lines += presets_block(json.loads(presets.read_text()))
     lines.append(END)
     return "\n".join(lines)

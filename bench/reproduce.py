@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from common import ROOT, data_dir, dlrun_bin, machine
 
 RESULTS = ROOT / "experiments" / "results.yaml"
@@ -69,7 +68,7 @@ def run_preset(preset: str, form: dict[str, Any], seed: int, workdir: Path) -> t
         "callbacks.plots=false", "callbacks.progress_every_n_steps=0", f"hydra.run.dir={workdir / f'{preset}-{seed}'}",
     ]  # fmt: skip
     started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=workdir)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=workdir, check=False)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"reproduce: {' '.join(argv[1:])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -82,12 +81,18 @@ def run_preset(preset: str, form: dict[str, Any], seed: int, workdir: Path) -> t
 
 def dlrun_commit() -> str:
     """HEAD of this checkout (short), ``-dirty`` when tracked files changed."""
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "-uno"], capture_output=True, text=True)
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "-uno"], capture_output=True, text=True, check=False
+    )
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
 
 
-def record(preset: str, form_name: str, values: dict[int, float], provenance: dict[str, Any], path: Path = RESULTS) -> None:
+def record(
+    preset: str, form_name: str, values: dict[int, float], provenance: dict[str, Any], path: Path = RESULTS
+) -> None:
     """Write ``values`` and ``provenance`` into the preset's form in ``path``, leaving every other line (and comment) as is."""
     lines = path.read_text().splitlines(keepends=True)
     inside_preset = inside_form = False
@@ -120,7 +125,9 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the first recorded, else 42)")
     parser.add_argument("--all-seeds", action="store_true", help="every recorded seed")
     parser.add_argument("--record", action="store_true", help="write the fresh values into experiments/results.yaml")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of each run (default: $OMP_NUM_THREADS, else 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads of each run (default: $OMP_NUM_THREADS, else 1)"
+    )
     args = parser.parse_args()
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "1"))
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
@@ -147,7 +154,10 @@ def main() -> None:
                 want, against = expected(form, seed)
                 command = " ".join([f"dlrun experiment={preset}", *form.get("overrides", []), f"seed={seed}"])
                 if want is None or args.record:
-                    print(f"{preset} [{form_name}] seed {seed}: {form['metric']} {value:.4f} ({wall:.0f} s)  `{command}`", flush=True)
+                    print(
+                        f"{preset} [{form_name}] seed {seed}: {form['metric']} {value:.4f} ({wall:.0f} s)  `{command}`",
+                        flush=True,
+                    )
                     continue
                 ok = abs(value - want) <= tol + 1e-12
                 failed |= not ok
@@ -159,7 +169,9 @@ def main() -> None:
                 )
         if len(fresh) > 1:
             spread = statistics.stdev(fresh.values())
-            print(f"{preset} [{form_name}] fresh mean {statistics.mean(fresh.values()):.4f} ± {spread:.4f} over {len(fresh)} seeds")
+            print(
+                f"{preset} [{form_name}] fresh mean {statistics.mean(fresh.values()):.4f} ± {spread:.4f} over {len(fresh)} seeds"
+            )
         if args.record:
             info = machine()
             provenance = {

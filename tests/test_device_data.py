@@ -87,7 +87,7 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.ops: Counter[str] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops[func.__name__.split(".")[0]] += 1
         return func(*args, **(kwargs or {}))
 
@@ -155,14 +155,14 @@ def test_training_steps_without_a_bar_never_wait_for_the_device(data_root: Path)
         def __init__(self) -> None:
             self.counter, self.steps = OpCounter(), 0
 
-        def on_train_batch_start(self, *args) -> None:  # noqa: ANN002
+        def on_train_batch_start(self, *args) -> None:
             if self.steps == 5:  # after Lightning's first-step setup
                 self.counter.__enter__()
 
-        def on_train_batch_end(self, *args) -> None:  # noqa: ANN002
+        def on_train_batch_end(self, *args) -> None:
             self.steps += 1
 
-        def on_train_epoch_end(self, *args) -> None:  # noqa: ANN002
+        def on_train_epoch_end(self, *args) -> None:
             self.counter.__exit__(None, None, None)
 
     torch.manual_seed(0)
@@ -184,7 +184,9 @@ def shift_with_zeros(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``image`` moved down ``dy`` and right ``dx`` pixels, uncovered pixels 0."""
     out = torch.zeros_like(image)
     h, w = image.shape
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     return out
 
 
@@ -238,7 +240,11 @@ def test_text_batches_keep_source_lengths_on_the_host(tmp_path: Path) -> None:
     from dlrun.data.text_batching import TextBatch
     from dlrun.data.text_module import TextDataModule
 
-    pairs = [("ein hund läuft .", "a dog runs ."), ("eine katze .", "a cat ."), ("ein mann schläft hier .", "a man sleeps here .")]
+    pairs = [
+        ("ein hund läuft .", "a dog runs ."),
+        ("eine katze .", "a cat ."),
+        ("ein mann schläft hier .", "a man sleeps here ."),
+    ]
     paths = {}
     for split in ("train", "val", "test"):
         for side, column in (("src", 0), ("tgt", 1)):

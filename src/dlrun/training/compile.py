@@ -25,7 +25,9 @@ def compile_target(module: nn.Module) -> nn.Module:
     return net if isinstance(net, nn.Module) else module
 
 
-def compile_network(module: nn.Module, mode: str = "default", backend: str = "inductor", dynamic: bool | None = None) -> None:
+def compile_network(
+    module: nn.Module, mode: str = "default", backend: str = "inductor", dynamic: bool | None = None
+) -> None:
     """Compile ``module.net`` (or ``module`` itself for a plain ``LightningModule``) in place with ``torch.compile``.
 
     ``mode``: ``default``, ``reduce-overhead`` (CUDA graphs) or ``max-autotune``. ``backend``: torch's
