@@ -14,7 +14,14 @@ import torch
 from dlrun.data.mnist import MNISTDataModule
 from dlrun.models.mlp import MLP
 from dlrun.training.classification import ClassificationModule
-from dlrun.training.compile import PREFIX, compile_network, compile_target, is_compiled, strip_compile_prefix, uncompiled
+from dlrun.training.compile import (
+    PREFIX,
+    compile_network,
+    compile_target,
+    is_compiled,
+    strip_compile_prefix,
+    uncompiled,
+)
 
 # inductor generates C++ on the CPU; without a compiler the eager backend still checks graph capture.
 BACKEND = "inductor" if shutil.which("gcc") or shutil.which("cc") else "eager"
@@ -29,6 +36,22 @@ def objective(seed: int = 0) -> ClassificationModule:
 def test_modes_are_checked() -> None:
     with pytest.raises(ValueError, match="compile.mode"):
         compile_network(objective(), "fastest")
+
+
+def test_compile_config_is_checked() -> None:
+    from dlrun.errors import ConfigError
+    from dlrun.training.compile import check_compile_config
+
+    check_compile_config({"enabled": True, "mode": "reduce-overhead", "backend": "eager"})
+    check_compile_config(None)
+    for node, key in (
+        ({"mode": "fast"}, "compile.mode"),
+        ({"backend": "nvcc"}, "compile.backend"),
+        ({"enabled": "yes"}, "compile.enabled"),
+        ({"modes": "default"}, "compile.modes"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            check_compile_config(node)
 
 
 def test_plain_modules_compile_themselves() -> None:

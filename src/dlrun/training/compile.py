@@ -19,6 +19,28 @@ MODES = ("default", "reduce-overhead", "max-autotune")
 PREFIX = "_orig_mod."
 
 
+def check_compile_config(node: Mapping[str, Any] | None) -> None:
+    """Raise ConfigError naming the key when ``compile.*`` holds an unknown mode or backend (before any run opens)."""
+    from dlrun.errors import ConfigError
+
+    node = node or {}
+    unknown = sorted(set(node) - {"enabled", "mode", "backend"})
+    if unknown:
+        raise ConfigError(f"compile.{unknown[0]}: unknown key; allowed: enabled, mode, backend")
+    if not isinstance(node.get("enabled", False), bool):
+        raise ConfigError(f"compile.enabled: expected true or false, got {node.get('enabled')!r}")
+    if node.get("mode", "default") not in MODES:
+        raise ConfigError(f"compile.mode: must be one of {', '.join(MODES)}, got {node.get('mode')!r}")
+    backend = node.get("backend", "inductor")
+    import torch
+
+    backends = torch.compiler.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise ConfigError(
+            f"compile.backend: {backend!r} is not a torch.compile backend (e.g. inductor, eager, aot_eager)"
+        )
+
+
 def compile_target(module: nn.Module) -> nn.Module:
     """What gets compiled: ``module.net`` for a dlrun objective, else the module itself (plain Lightning)."""
     net = getattr(module, "net", None)
