@@ -128,7 +128,7 @@ def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:
     if isinstance(err, UserError):
         return err.exit_code, _one_line(str(err))
     if isinstance(err, OverrideParseException):
-        return 2, _one_line(str(err))
+        return 2, f"{_unparsable(argv)}: cannot parse this override ({_one_line(str(err))})"
     if isinstance(err, HydraException):
         return 2, _hydra_message(err, argv)
     if isinstance(err, OmegaConfBaseException):
@@ -145,6 +145,21 @@ def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:
         return 1, f"tracking.uri: MLflow store error: {_one_line(str(err).splitlines()[0] if str(err) else '')[:300]}"
     cause = f"{type(err).__name__}: {_one_line(str(err))}"
     return 1, f"{cause} (set HYDRA_FULL_ERROR=1 for the traceback)"
+
+
+def _unparsable(argv: list[str]) -> str:
+    """The first command-line override Hydra's grammar refuses (the parser's own message does not name it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 - any refusal marks the culprit
+            return arg
+    return "overrides"
 
 
 def _path_error(err: OSError, argv: list[str]) -> tuple[int, str]:
