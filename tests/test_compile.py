@@ -116,3 +116,36 @@ def test_compiled_mlp_trains_and_its_checkpoint_loads_uncompiled(data_root: Path
     again.load_state_dict(checkpoint["state_dict"])
     with torch.no_grad():
         assert torch.allclose(again.eval()(x), plain_out, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    "compile_network" not in Path(__file__).parents[1].joinpath("src/dlrun/train.py").read_text(),
+    reason="compile.* not wired into the train task yet (dlrun.train calls compile_network)",
+)
+def test_compiled_run_through_the_cli_evaluates_uncompiled(tmp_path: Path) -> None:
+    """``compile.enabled=true``: the run compiles, tests, logs its model; eval and dlrun.load read its checkpoint uncompiled."""
+    from helpers import dlrun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [
+        f"tracking.uri={uri}",
+        "callbacks.plots=false",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+    ]
+    run = dlrun(
+        ["model=mlp", "model.hidden_sizes=[32]", "trainer.max_epochs=1", "trainer.limit_train_batches=20",
+         "compile.enabled=true", f"compile.backend={BACKEND}", f"hydra.run.dir={tmp_path / 'run'}", *common],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.describe()
+    assert "compiled with torch.compile" in run.stderr
+    trained = float(run.stdout.split("test/acc ")[1].split()[0])
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch*.ckpt"))
+    keys = torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]
+    assert all(PREFIX not in key for key in keys)
+    evaluated = dlrun(["task=eval", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", *common], cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.describe()
+    assert "compiled with torch.compile" not in evaluated.stderr
+    assert float(evaluated.stdout.split("test/acc ")[1].split()[0]) == pytest.approx(trained, abs=1e-4)

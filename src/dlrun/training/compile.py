@@ -10,6 +10,7 @@ pickles of a compiled module (``copy.deepcopy``, ``torch.save``) come out uncomp
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,7 +63,15 @@ def compile_network(
     # torch.compile rejects a mode together with a non-inductor backend's options only when both are set:
     # pass the mode to inductor, leave it out for other backends (which have no modes).
     options: dict[str, Any] = {"mode": mode} if backend == "inductor" else {}
-    compile_target(module).compile(backend=backend, dynamic=dynamic, **options)
+    target = compile_target(module)
+    target.compile(backend=backend, dynamic=dynamic, **options)
+    # Compilation happens in the first steps (and again for new input shapes): say so, or they look hung.
+    print(
+        f"dlrun: note: {type(target).__name__} compiled with torch.compile (mode {mode}, backend {backend}); "
+        "the first steps compile it",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def is_compiled(module: nn.Module) -> bool:
