@@ -14,6 +14,7 @@ import torch
 
 from dlrun.data.samplers import EpochBatchSampler
 
+
 def parse_on_device(value: bool | str) -> bool | str:
     """``data.on_device``: ``auto`` (on a CUDA trainer), ``true``/``false``; strings ``"true"``/``"false"`` too."""
     if isinstance(value, str) and value.lower() in ("true", "false"):
