@@ -295,7 +295,8 @@ def test_multi30k_config_composes_and_builds() -> None:
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(overrides=["+data=multi30k", "+seed=5", f"+paths.data_dir={MULTI30K.parent}"])
+        cfg = compose("config", overrides=["data=multi30k", "seed=5", f"paths.data_dir={MULTI30K.parent}"])
+    assert cfg.objective._target_ == "dlrun.training.translation.TranslationModule"  # the data picks its objective
     module = instantiate(cfg.data)
     assert isinstance(module, TextDataModule)
     assert module.seed == 5 and module.batching == "bucket" and module.batch_size == 128

@@ -40,14 +40,14 @@ class Source:
 
 def read_checkpoint(path: Path, key: str = "ckpt") -> dict[str, Any]:
     """Load a Lightning checkpoint as plain data (``weights_only=True``: no code runs from the file)."""
-    import pickle
-
     import torch
+
+    from dlrun.checkpoint_errors import describe_unreadable
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as err:
-        raise CheckpointError(f"{key}={path}: not a readable checkpoint ({' '.join(str(err).split())[:160]})") from err
+    except Exception as err:  # torch raises many kinds for files that are not checkpoints (a text file: KeyError)
+        raise CheckpointError(f"{key}={path}: {describe_unreadable(path, err)}") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{key}={path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint

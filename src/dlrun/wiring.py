@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import dlrun
 from dlrun.config.build import build, check_node, locate
-from dlrun.config.validate import check_call
+from dlrun.config.validate import check_call, check_values
 from dlrun.contracts import DataView, ObjectiveView, RunContext, check_classes, data_view, objective_view
 from dlrun.errors import ConfigError
 from dlrun.tracking.run import RunSpec
@@ -144,6 +144,7 @@ def check_config(cfg: DictConfig) -> None:
             if needed not in takes and cfg.get(group) is not None:
                 cfg[group] = None  # the objective builds its own: record what actually ran
     trainer_kwargs(cfg)
+    check_values(cfg)  # types and ranges, by building what the run will build without data or weights
 
 
 TRAINER_OWNED = {"callbacks", "logger", "default_root_dir", "enable_progress_bar", "enable_model_summary"}

@@ -52,7 +52,7 @@ def build(node: DictConfig, key: str, deferred: Collection[str] = (), **provided
     extras = accepted_kwargs(target, provided) if target is not None else {}
     check_node(node, key, provided={*extras, *deferred})
     try:
-        return instantiate(node, **extras)
+        return instantiate(node, _convert_="all", **extras)  # constructors see plain lists and dicts
     except InstantiationException as err:
         raise as_config_error(err.__cause__ or err, key) from err
     except (ValueError, TypeError) as err:

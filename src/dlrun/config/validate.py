@@ -137,9 +137,11 @@ def check_values(cfg: Any) -> None:
     check_stopping(cfg)
     datamodule = _dry_build(cfg.data, "data")
     dims, stood_in = _known_dims(datamodule)
-    net = _dry_model(cfg.model, dims, stood_in, str(cfg.data._target_)) if "_target_" in cfg.model else None
-    optimizer = _dry_build(cfg.optimizer, "optimizer", deferred=("params",))
-    opt = _call(optimizer, "optimizer", cfg.optimizer, _dummy_parameters()) if callable(optimizer) else None
+    # A plain LightningModule objective builds its own network and optimizer: those groups are None then.
+    model, optimizer_node = cfg.get("model"), cfg.get("optimizer")
+    net = _dry_model(model, dims, stood_in, str(cfg.data._target_)) if model is not None and "_target_" in model else None
+    optimizer = _dry_build(optimizer_node, "optimizer", deferred=("params",)) if optimizer_node is not None else None
+    opt = _call(optimizer, "optimizer", optimizer_node, _dummy_parameters()) if callable(optimizer) else None
     scheduler = None
     if cfg.get("scheduler") is not None and cfg.scheduler.get("_target_"):
         scheduler = _dry_build(cfg.scheduler, "scheduler", deferred=("optimizer",))
