@@ -49,7 +49,20 @@ def sync():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
+WANT_COMPILE = "compile.enabled=true" in sys.argv
+MODE = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("compile.mode=")), "default")
+
 class FitClock(pl.Callback):
+    def on_fit_start(self, trainer, module):
+        # compile.* not wired into dlrun's train task yet: compile exactly as it would, and say who did
+        if WANT_COMPILE:
+            from dlrun.training.compile import compile_network, is_compiled
+            if is_compiled(module):
+                print("COMPILED_BY dlrun", flush=True)
+            else:
+                compile_network(module, MODE)
+                print("COMPILED_BY bench", flush=True)
+
     def on_train_start(self, trainer, module):
         sync()
         self.start = time.perf_counter()
@@ -100,6 +113,8 @@ def run(name: str, overrides: list[str], workdir: Path, timeout: float) -> dict[
     result["peak_gib"] = float(peak[-1]) if peak and peak[-1] != "nan" else None
     result["test"] = {k: float(v) for k, v in zip(*[iter(tests[-1].split())] * 2)} if tests else {}
     result["last_epoch"] = epochs[-1] if epochs else None
+    compiled = re.findall(r"^COMPILED_BY (\w+)", out, re.MULTILINE)
+    result["compiled_by"] = compiled[-1] if compiled else "none"
     return result
 
 
