@@ -67,15 +67,17 @@ def test_plain_modules_compile_themselves() -> None:
     assert list(strip_compile_prefix(wrapped.state_dict())) == ["weight", "bias"]
 
 
-@pytest.mark.slow
-def test_compiled_mlp_trains_and_its_checkpoint_loads_uncompiled(data_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "backend", ["eager", pytest.param(BACKEND, marks=pytest.mark.slow, id=f"{BACKEND}-slow")]
+)  # eager: dynamo's graph capture, seconds; inductor: code generation too, tens of seconds on 2 cores
+def test_compiled_mlp_trains_and_its_checkpoint_loads_uncompiled(data_root: Path, tmp_path: Path, backend: str) -> None:
     torch._dynamo.reset()
     from torch._dynamo.utils import counters
 
     counters.clear()
     module = objective()
     before = torch.cat([p.detach().clone().flatten() for p in module.parameters()])
-    compile_network(module, "default", backend=BACKEND)
+    compile_network(module, "default", backend=backend)
     dm = MNISTDataModule(data_dir=str(data_root), download=False, batch_size=64, eval_batch_size=500, seed=0)
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=8, limit_val_batches=1, logger=False, enable_checkpointing=False,
@@ -112,7 +114,7 @@ def test_compiled_mlp_trains_and_its_checkpoint_loads_uncompiled(data_root: Path
         assert torch.allclose(pickled.eval()(x), plain_out, atol=1e-5)
     # Resuming into a compiled module takes the same state dict.
     again = objective(seed=2)
-    compile_network(again, "default", backend=BACKEND)
+    compile_network(again, "default", backend=backend)
     again.load_state_dict(checkpoint["state_dict"])
     with torch.no_grad():
         assert torch.allclose(again.eval()(x), plain_out, atol=1e-5)
