@@ -415,3 +415,24 @@ def test_a_trial_of_a_live_search_is_not_taken_for_an_orphan(tmp_path: Path) -> 
     assert live_driver(ref) is None
     assert fail_orphans(made, "gone") == [0]
     assert made.trials[0].state.name == "FAIL" and made.trials[0].user_attrs["dlrun.error"] == "gone"
+
+
+def test_job_outcomes_become_trial_states() -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from dlrun.sweeping.sweeper import outcome
+    from dlrun.tracking.sweep import JobFailed, JobPruned
+
+    def ret(value, status=JobStatus.COMPLETED):
+        job = JobReturn(status=status)
+        job._return_value = value
+        return job
+
+    state, value, error = outcome(ret(0.5))
+    assert (state.name, value, error) == ("COMPLETE", 0.5, None)
+    assert outcome(ret(JobPruned(2, 0.1)))[0].name == "PRUNED"
+    state, value, error = outcome(ret(JobFailed("ValueError: x")))
+    assert (state.name, value, error) == ("FAIL", None, "ValueError: x")
+    assert outcome(ret(None))[0].name == "FAIL" and "not a number" in outcome(ret(None))[2]
+    assert outcome(ret(float("nan")))[0].name == "FAIL"
+    assert outcome(ret(RuntimeError("boom"), JobStatus.FAILED))[2] == "RuntimeError: boom"
