@@ -209,13 +209,21 @@ class Data:
             batches: list[Any] = []
             for epoch in itertools.count():  # as Lightning draws them: set_epoch before each epoch
                 loader.sampler.set_epoch(epoch)
-                batches += [b.to(self.settings.device) for b in itertools.islice(loader, wanted - len(batches))]
+                batches += [self.on_device(b) for b in itertools.islice(loader, wanted - len(batches))]
                 if len(batches) >= wanted:
                     break
             timed = batches[self.settings.skip :]
             tokens = sum(int((b.tgt[:, 1:] != 0).sum()) for b in timed)
             self._text[case.batch_size] = (batches, tokens, cfg, data.dims())
         return self._text[case.batch_size]
+
+    def on_device(self, batch: Any) -> Any:
+        """A text batch on the device with ``src_lengths`` left on the host, as dlrun moves it (packing needs
+        them there; on the device the network would copy them back, a sync per step)."""
+        from dlrun.data.text_batching import TextBatch
+
+        device = self.settings.device
+        return TextBatch(batch.src.to(device), batch.src_lengths, batch.tgt.to(device), batch.ids.to(device))
 
 
 def network(case: Case, data: Data, seed: int) -> torch.nn.Module:
@@ -344,6 +352,9 @@ def lightning_side(case: Case, data: Data, seed: int, marks: bool = False) -> tu
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+        def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+            return batch  # already where the hand loop has it (text lengths on the host)
 
     Module.training_step = marked_training_step(training_step) if marks else training_step
     window = Window(settings)
