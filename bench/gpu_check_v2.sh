@@ -3,13 +3,15 @@
 # (bench/gpu_overhead.py), the mnist_cnn preset (12 epochs) and the multi30k_gru_attn preset timed with their
 # test metrics (bench/gpu_presets.py); then docs/gpu.md's measured block is rewritten (bench/gpu_report.py).
 #
-#   bash bench/gpu_check_v2.sh overhead   # MNIST MLP/CNN at 128/1024, fp32/bf16, compiled or not   (~5-6 min)
-#   bash bench/gpu_check_v2.sh presets    # mnist_cnn x2, multi30k_gru_attn, seq2seq overhead         (~5-6 min)
-#   bash bench/gpu_check_v2.sh all        # both, one after the other                                  (~11 min)
-#   bash bench/gpu_check_v2.sh smoke      # every step at toy sizes on the CPU (checks the plumbing; no GPU)
+#   bash bench/gpu_check_v2.sh core    # what the targets need (~6-7 min): MNIST MLP/CNN at 128/1024, fp32/bf16,
+#                                      #   dlrun vs hand vs Lightning + phase table; mnist_cnn preset (fp32; bf16+compiled);
+#                                      #   multi30k_gru_attn preset (12 epochs, BLEU)
+#   bash bench/gpu_check_v2.sh extra   # compiled MNIST cases; seq2seq tokens/s overhead, eager and compiled (~6 min)
+#   bash bench/gpu_check_v2.sh all     # both, one after the other (~13 min: more than one 10-minute command)
+#   bash bench/gpu_check_v2.sh smoke   # every step at toy sizes on the CPU (checks the plumbing; no GPU)
 #
-# Each part fits one 10-minute command; every step has its own time limit, and a step cut short keeps the
-# cases it finished (results are written after each). Results: bench/results/gpu/*.json, logs beside them;
+# Each of core and extra fits one 10-minute command; every step has its own time limit, and a step cut
+# short keeps the cases it finished (results are written after each). With little device time, run core. Results: bench/results/gpu/*.json, logs beside them;
 # docs/gpu.md is rewritten from whatever results exist, so the parts can run in separate calls. When $OUT is
 # a folder (a remote runner's pick-up folder), docs/gpu.md, the JSON files and the logs are copied there.
 #
@@ -83,20 +85,21 @@ step() {
 }
 
 B="$ROOT/bench"
-if [ "$PART" = overhead ] || [ "$PART" = all ] || [ "$PART" = smoke ]; then
-    step overhead_mnist 200 "$PY" "$B/gpu_overhead.py" "${DEVICE[@]}" --cases mnist --compile off \
+case $PART in core|extra|all|smoke) ;; *) echo "gpu_check_v2: part must be core, extra, all or smoke, got '$PART'" >&2; exit 2;; esac
+if [ "$PART" = core ] || [ "$PART" = all ] || [ "$PART" = smoke ]; then
+    step overhead_mnist 170 "$PY" "$B/gpu_overhead.py" "${DEVICE[@]}" --cases mnist --compile off \
         --json "$RESULTS/overhead_mnist.json"
-    step overhead_mnist_compiled 330 "$PY" "$B/gpu_overhead.py" "${DEVICE[@]}" --cases mnist --compile on --phases off \
-        --json "$RESULTS/overhead_mnist_compiled.json"
-fi
-if [ "$PART" = presets ] || [ "$PART" = all ] || [ "$PART" = smoke ]; then
     if [ "$PART" = smoke ]; then
         step presets 200 "$PY" "$B/gpu_presets.py" --smoke --json "$RESULTS/presets.json"
     else
         step presets 330 "$PY" "$B/gpu_presets.py" --timeout 240 --json "$RESULTS/presets.json"
     fi
-    step overhead_seq2seq 170 "$PY" "$B/gpu_overhead.py" "${DEVICE[@]}" --cases seq2seq --compile off,on --phases off \
-        --json "$RESULTS/overhead_seq2seq.json"
+fi
+if [ "$PART" = extra ] || [ "$PART" = all ] || [ "$PART" = smoke ]; then
+    step overhead_mnist_compiled 240 "$PY" "$B/gpu_overhead.py" "${DEVICE[@]}" --cases mnist --compile on \
+        --precisions 32-true --phases off --json "$RESULTS/overhead_mnist_compiled.json"
+    step overhead_seq2seq 150 "$PY" "$B/gpu_overhead.py" "${DEVICE[@]}" --cases seq2seq --compile off,on --phases off \
+        --steps 100 --skip 20 --repeats 2 --json "$RESULTS/overhead_seq2seq.json"
 fi
 
 DOC=$ROOT/docs/gpu.md

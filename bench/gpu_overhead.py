@@ -536,8 +536,8 @@ def main() -> None:
     parser.add_argument("--compile", default="off,on", help="off, on or both")
     parser.add_argument("--compile-mode", default="default", help="default | reduce-overhead | max-autotune")
     parser.add_argument("--compile-backend", default="inductor", help="inductor | eager")
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
-    parser.add_argument("--skip", type=int, default=30, help="untimed steps first (warm-up, compilation)")
+    parser.add_argument("--steps", type=int, default=150, help="timed steps per measurement")
+    parser.add_argument("--skip", type=int, default=25, help="untimed steps first (warm-up, compilation)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats per case")
     parser.add_argument(
         "--phases", choices=("on", "off"), default="on", help="phase table of the batch-128 MNIST cases"
