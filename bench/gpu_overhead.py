@@ -448,8 +448,11 @@ def dlrun_side(case: Case, data: Data, seed: int, marks: bool = False) -> tuple[
 
 def units(case: Case, data: Data, seed: int) -> int:
     """Samples or real target tokens in the timed window."""
-    if case.task == "mnist":
-        return data.settings.steps * case.batch_size
+    if case.task == "mnist":  # every side walks epochs of full batches and one smaller last batch
+        full, rest = divmod(TRAIN_SIZE, case.batch_size)
+        epoch = [case.batch_size] * full + ([rest] if rest else [])
+        sizes = epoch * ((data.settings.skip + data.settings.steps) // len(epoch) + 1)
+        return sum(sizes[data.settings.skip : data.settings.skip + data.settings.steps])
     return data.text(case, seed)[1]
 
 
