@@ -30,7 +30,7 @@ OFFLINE = {
 # case -> (override, exact error line or regex, whether an MLflow run is started before the check fires)
 BAD_CONFIGS = {
     "lr_not_float": ("optimizer.lr=abc", r"optimizer\.lr: expected float\b.*, got 'abc'", False),
-    "batch_size_zero": ("data.batch_size=0", r"data\.batch_size: must be >= 1, got 0", True),
+    "batch_size_zero": ("data.batch_size=0", r"data\.batch_size: must be >= 1, got 0", False),
     "no_such_model": ("model=nope", r"model=nope: no such model; available: cnn, mlp\b.*", False),
     "typo_in_key": ("optimizer.lrr=1", r"optimizer\.lrr: unknown key \(did you mean optimizer\.lr\?\).*", False),
     "new_key": ("+model.foo=1", r"model\.foo: unknown key; allowed: .*\bhidden_sizes\b.*", False),

@@ -12,6 +12,7 @@ from dlrun.tracking.run import is_rank_zero, tracked_run
 from dlrun.wiring import (
     build_trainer,
     check_config,
+    compile_network,
     contributed_callbacks,
     current_job,
     example_batch,
@@ -66,6 +67,7 @@ def train(cfg: DictConfig) -> float | None:
             run.log_text(summary, "model_summary.txt")
             if is_rank_zero():
                 print(summary)
+        compile_network(cfg, parts)  # after the summary: it runs the network on a host batch, uncompiled
 
         checkpoint = ModelCheckpoint(
             dirpath=job.output_dir / "checkpoints",

@@ -145,6 +145,9 @@ def check_config(cfg: DictConfig) -> None:
                 cfg[group] = None  # the objective builds its own: record what actually ran
     trainer_kwargs(cfg)
     check_values(cfg)  # types and ranges, by building what the run will build without data or weights
+    from dlrun.training.compile import check_compile_config
+
+    check_compile_config(cfg.get("compile"))
 
 
 TRAINER_OWNED = {"callbacks", "logger", "default_root_dir", "enable_progress_bar", "enable_model_summary"}
@@ -229,6 +232,15 @@ def load_trained(cfg: DictConfig, checkpoint: dict[str, Any], path: Path) -> Par
         first = " ".join(str(err).split())[:240]
         raise CheckpointError(f"ckpt={path}: weights do not fit the model of the restored config ({first})") from err
     return Parts(data, objective)
+
+
+def compile_network(cfg: DictConfig, parts: Parts) -> None:
+    """``compile.enabled``: torch.compile the objective's network in place (state dicts keep their keys)."""
+    settings = cfg.get("compile") or {}  # configs of older checkpoints have no compile block
+    if settings.get("enabled", False):
+        from dlrun.training.compile import compile_network as compile_in_place
+
+        compile_in_place(parts.module, settings.get("mode", "default"), settings.get("backend", "inductor"))
 
 
 def example_batch(datamodule: Any) -> Any:
