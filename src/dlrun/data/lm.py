@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from dlrun.contracts import DataModule, RunContext
 from dlrun.data.errors import DataError
+from dlrun.data.samplers import whole_batch_loader
 from dlrun.data.streams import StreamWindows, WindowSampler, cut_streams
 from dlrun.data.text import read_lines
 from dlrun.data.tokenizer import detokenize, tokenize
@@ -170,16 +171,7 @@ class LanguageModelDataModule(DataModule):
         rows = self.rows(split, world, rank)
         training = split == "train"
         sampler = WindowSampler(rows.size(1), self.bptt, self.random_bptt and training, self.seed)
-        # batch_size=None: the sampler yields (start, size) windows and the dataset cuts them at once;
-        # it also puts the sampler at ``dataloader.sampler``, where Lightning calls ``set_epoch``.
-        return DataLoader(
-            StreamWindows(rows),
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return whole_batch_loader(StreamWindows(rows), sampler, self.num_workers)  # (start, size) windows
 
     def train_dataloader(self) -> DataLoader:
         """Consecutive training windows of ``batch_size`` rows."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class EpochBatchSampler(Sampler[list[int] | torch.Tensor]):
@@ -96,3 +96,18 @@ def shard(batches: list, num_replicas: int, rank: int, even: bool = True) -> lis
         return batches
     usable = len(batches) - len(batches) % num_replicas if even else len(batches)
     return batches[rank:usable:num_replicas]
+
+
+def whole_batch_loader(dataset: Dataset, sampler: Sampler, num_workers: int = 0) -> DataLoader:
+    """A DataLoader over a sampler that yields whole batches (id lists, windows) which the dataset cuts at once.
+
+    ``batch_size=None`` also puts the sampler at ``dataloader.sampler``, where Lightning calls ``set_epoch``.
+    """
+    return DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from dlrun.contracts import DataModule, RunContext
 from dlrun.data.errors import DataError
+from dlrun.data.samplers import ordered_batches, whole_batch_loader
 from dlrun.data.text import read_parallel
-from dlrun.data.samplers import ordered_batches
 from dlrun.data.text_batching import BATCHING_MODES, Ragged, TextBatch, TextDataset, make_batch_sampler
 from dlrun.data.tokenizer import detokenize, tokenize
 from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
@@ -253,16 +253,7 @@ class TextDataModule(DataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._load(split)
-        # batch_size=None: the sampler yields whole id lists and the dataset collates them at once;
-        # it also puts our sampler at ``dataloader.sampler``, where Lightning calls ``set_epoch``.
-        return DataLoader(
-            dataset,
-            sampler=self._sampler(split, dataset),
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return whole_batch_loader(dataset, self._sampler(split, dataset), self.num_workers)  # id lists, collated at once
 
     def train_dataloader(self) -> DataLoader:
         """Training batches formed by ``batching``, reshuffled every epoch."""
