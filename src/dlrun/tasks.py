@@ -27,5 +27,8 @@ def run_task(cfg: DictConfig) -> Any:
     if cfg.task not in TASKS:
         raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
     module, function = TASKS[cfg.task]
+    from dlrun.sweeping.threads import apply_thread_budget
+
+    apply_thread_budget(cfg)  # resources.threads: all cores for one job, a share when a launcher runs several
     with quiet_third_party():
         return getattr(importlib.import_module(module), function)(cfg)

@@ -7,6 +7,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.console import print_config
+from dlrun.sweeping import trial_callbacks
+from dlrun.sweeping.threads import THREADS_PARAM
 from dlrun.tracking.datasets import log_dataset_inputs
 from dlrun.tracking.run import is_rank_zero, tracked_run
 from dlrun.wiring import (
@@ -22,6 +24,7 @@ from dlrun.wiring import (
     print_metrics,
     run_context,
     run_spec,
+    torch_threads,
 )
 
 
@@ -55,6 +58,7 @@ def train(cfg: DictConfig) -> float | None:
     with tracked_run(spec) as run:
         if resume is None or resume.run_id is None:
             run.log_config(config, job.overrides)
+            run.log_params({THREADS_PARAM: str(torch_threads())})  # a resumed run keeps its first value (MLflow params are fixed)
         else:
             run.set_tags(resume.tags())
         parts = prepare(cfg)
@@ -86,6 +90,7 @@ def train(cfg: DictConfig) -> float | None:
             callbacks.append(last_checkpoint(job.output_dir / "checkpoints"))  # the resume point
         callbacks.append(CheckpointOnInterrupt(job.output_dir / "checkpoints" / "last.ckpt"))
         callbacks += contributed_callbacks(cfg, parts, run_context(cfg, job, run, config))
+        callbacks += trial_callbacks(cfg, objective.monitor, objective.mode)  # an Optuna trial reports and may be pruned
         if cfg.early_stopping.patience:
             callbacks.append(EarlyStopping(monitor=objective.monitor, mode=objective.mode, patience=cfg.early_stopping.patience))
         trainer = build_trainer(cfg, job, run, callbacks)

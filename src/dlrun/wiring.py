@@ -340,6 +340,13 @@ def uses_distributed_sampler(cfg: DictConfig) -> bool:
     return not str(cfg.data.get("_target_", "")).startswith("dlrun.")
 
 
+def torch_threads() -> int:
+    """torch's intra-op threads in this process (set per job by ``resources.threads`` at task start)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def metric(metrics: dict[str, Any], name: str | None) -> float | None:
     """``metrics[name]`` as a float, None when absent."""
     value = metrics.get(name) if name else None
