@@ -28,7 +28,9 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
                 targets.add(base)
                 targets.update(f"{base}.{alias.name}" for alias in node.names)
         graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO, Result, all_runs, dlrun_env, store_uri
 
 DLRUN = Path(sys.executable).with_name("dlrun")  # the console script installed beside this Python
@@ -67,7 +66,10 @@ def train_eval_summary(root: Path, preset: str, layer: str) -> str:
     assert 0.5 < run.data.metrics["test/acc"] <= 1.0
     assert "val/acc" in run.data.metrics and "train/loss" in run.data.metrics
     if preset == "spirals":  # the contract's data_files(): one dataset input per split, for the MLflow UI
-        inputs = {tuple(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in run.inputs.dataset_inputs}
+        inputs = {
+            tuple(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+            for d in run.inputs.dataset_inputs
+        }
         assert set(inputs) == {("train",), ("val",), ("test",)} and {d.name for d in inputs.values()} == {"points"}
     checkpoints = list((root / "outputs").rglob("checkpoints/epoch*.ckpt"))
     assert checkpoints, "no best checkpoint written"

@@ -48,7 +48,9 @@ class RingsClassifier(pl.LightningModule):
     def __init__(self, hidden: int = 32, lr: float = 1e-2) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+        self.net = nn.Sequential(
+            nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2)
+        )
         self.example_input_array = torch.zeros(4, 2)  # Lightning's convention; dlrun's summary uses it too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

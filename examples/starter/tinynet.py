@@ -14,7 +14,9 @@ class TinyNet(nn.Module):
     ``input_shape`` and ``num_classes`` come from the data module's ``dims`` (any data: points or MNIST).
     """
 
-    def __init__(self, input_shape: list[int], num_classes: int, hidden: int = 64, depth: int = 2, dropout: float = 0.0) -> None:
+    def __init__(
+        self, input_shape: list[int], num_classes: int, hidden: int = 64, depth: int = 2, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth: must be >= 1, got {depth}")

@@ -114,12 +114,12 @@ REQUIRED_OBJECTIVE = ("monitor", "mode", "example_input", "count_units")
 
 
 def _qualname(obj: Any) -> str:
-    cls = type(obj)
+    cls = obj if isinstance(obj, type) else type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
-    """True when ``obj`` (an instance or a class) defines ``name`` itself rather than inheriting the base's placeholder."""
+    """True when ``obj`` (an instance or a class) defines ``name`` itself, not the base's placeholder."""
     cls = obj if isinstance(obj, type) else type(obj)
     for klass in cls.__mro__:
         if klass is base:
@@ -209,7 +209,9 @@ class ObjectiveView:
             fixed = getattr(self.module, "example_input_array", None)
             if fixed is not None:
                 return fixed
-            say_once(f"{_qualname(self.module)} has no example_input(batch): no layer summary and no logged MLflow model")
+            say_once(
+                f"{_qualname(self.module)} has no example_input(batch): no layer summary and no logged MLflow model"
+            )
             return None
         return self.module.example_input(batch)
 
@@ -235,33 +237,39 @@ def check_classes(data_cls: Any, objective_cls: Any, builds_model: bool) -> None
         ("objective", objective_cls, Objective, pl.LightningModule),
     ):
         if isinstance(cls, type) and not issubclass(cls, lightning):
-            raise ConfigError(f"{key}._target_: {cls.__module__}.{cls.__qualname__} is not a {lightning.__name__} (see dlrun.contracts.{base.__name__})")
-    name = f"{data_cls.__module__}.{data_cls.__qualname__}" if isinstance(data_cls, type) else str(data_cls)
-    if builds_model and isinstance(data_cls, type) and issubclass(data_cls, DataModule) and not _overrides(data_cls, DataModule, "dims"):
-        raise ConfigError(f"data: {name} does not implement dims (dlrun.contracts.DataModule)")
+            contract = f"see dlrun.contracts.{base.__name__}"
+            raise ConfigError(f"{key}._target_: {_qualname(cls)} is not a {lightning.__name__} ({contract})")
+    data_needs_dims = builds_model and isinstance(data_cls, type) and issubclass(data_cls, DataModule)
+    if data_needs_dims and not _overrides(data_cls, DataModule, "dims"):
+        raise ConfigError(f"data: {_qualname(data_cls)} does not implement dims (dlrun.contracts.DataModule)")
     if isinstance(objective_cls, type) and issubclass(objective_cls, Objective):
         for member in ("example_input", "count_units"):
             if not _overrides(objective_cls, Objective, member):
-                raise ConfigError(
-                    f"objective: {objective_cls.__module__}.{objective_cls.__qualname__} does not implement {member} (dlrun.contracts.Objective)"
-                )
+                name = _qualname(objective_cls)
+                raise ConfigError(f"objective: {name} does not implement {member} (dlrun.contracts.Objective)")
 
 
 def data_view(datamodule: Any, key: str = "data") -> DataView:
     """Check that ``datamodule`` is a ``LightningDataModule`` and wrap it for the task layer."""
     if not isinstance(datamodule, pl.LightningDataModule):
-        raise ConfigError(f"{key}._target_: {_qualname(datamodule)} is not a LightningDataModule (see dlrun.contracts.DataModule)")
+        raise ConfigError(
+            f"{key}._target_: {_qualname(datamodule)} is not a LightningDataModule (see dlrun.contracts.DataModule)"
+        )
     return DataView(datamodule)
 
 
-def objective_view(module: Any, monitor: str | None = None, mode: str | None = None, key: str = "objective") -> ObjectiveView:
+def objective_view(
+    module: Any, monitor: str | None = None, mode: str | None = None, key: str = "objective"
+) -> ObjectiveView:
     """Check ``module`` against the objective contract and wrap it; ``monitor``/``mode`` (config) win if given.
 
     A dlrun ``Objective`` missing a required member stops here with one line; a plain ``LightningModule``
     without ``monitor`` follows ``val/loss`` (min), said once.
     """
     if not isinstance(module, pl.LightningModule):
-        raise ConfigError(f"{key}._target_: {_qualname(module)} is not a LightningModule (see dlrun.contracts.Objective)")
+        raise ConfigError(
+            f"{key}._target_: {_qualname(module)} is not a LightningModule (see dlrun.contracts.Objective)"
+        )
     if isinstance(module, Objective):
         for name in REQUIRED_OBJECTIVE:
             if not _overrides(module, Objective, name) and not (name in ("monitor", "mode") and hasattr(module, name)):
@@ -270,7 +278,9 @@ def objective_view(module: Any, monitor: str | None = None, mode: str | None = N
     mode = mode or getattr(module, "mode", None)
     if not monitor:
         monitor, mode = "val/loss", mode or "min"
-        say_once(f"{_qualname(module)} names no monitor: checkpoints follow val/loss (min); set checkpoint.monitor to choose")
+        say_once(
+            f"{_qualname(module)} names no monitor: checkpoints follow val/loss (min); set checkpoint.monitor to choose"
+        )
     if mode not in ("min", "max"):
         raise ConfigError(f"checkpoint.mode: expected 'min' or 'max' for {monitor}, got {mode!r}")
     return ObjectiveView(module, str(monitor), mode)  # type: ignore[arg-type]

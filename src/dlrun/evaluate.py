@@ -38,7 +38,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from dlrun.config.restore import restore_config
     from dlrun.config.validate import check_choice
     from dlrun.tracking.run import is_rank_zero, tracked_run
-    from dlrun.wiring import build_trainer, check_config, contributed_callbacks, current_job, load_trained, run_context, run_spec
+    from dlrun.wiring import (
+        build_trainer,
+        check_config,
+        contributed_callbacks,
+        current_job,
+        load_trained,
+        run_context,
+        run_spec,
+    )
 
     job = current_job(cfg)
     source = load_source(cfg, job)

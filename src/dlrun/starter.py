@@ -20,7 +20,9 @@ def init_project(target: Path) -> list[Path]:
     """Copy the starter project into ``target`` (new or empty); return the files written."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target}: exists and is not an empty folder; name a new one")
-    shutil.copytree(starter_dir(), target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "outputs", "*.db"))
+    shutil.copytree(
+        starter_dir(), target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "outputs", "*.db")
+    )
     return sorted(p for p in target.rglob("*") if p.is_file())
 
 

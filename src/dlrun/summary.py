@@ -32,7 +32,9 @@ def layer_table(records: list[LayerRecord], title: str = "") -> Any:
             f"{record.params:,}",
         )
     frozen = total - trainable
-    table.caption = f"{total:,} parameters ({trainable:,} trainable, {frozen:,} frozen), {total * 4 / 2**20:.2f} MB as float32"
+    table.caption = (
+        f"{total:,} parameters ({trainable:,} trainable, {frozen:,} frozen), {total * 4 / 2**20:.2f} MB as float32"
+    )
     return table
 
 
@@ -48,7 +50,8 @@ def summary(cfg: DictConfig) -> list[LayerRecord]:
     parts = prepare(cfg)
     example = parts.objective.example_input(example_batch(parts.datamodule))
     if example is None:
-        raise UserError(f"task=summary: {type(parts.module).__qualname__} has no example_input(batch) to trace (dlrun.contracts.Objective)")
+        name = type(parts.module).__qualname__
+        raise UserError(f"task=summary: {name} has no example_input(batch) to trace (dlrun.contracts.Objective)")
     module = parts.module
     records = trace(module, example)
     # Off a terminal rich assumes 80 columns and would wrap the shapes; logs and pipes read better wide.

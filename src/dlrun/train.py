@@ -58,7 +58,9 @@ def train(cfg: DictConfig) -> float | None:
     with tracked_run(spec) as run:
         if resume is None or resume.run_id is None:
             run.log_config(config, job.overrides)
-            run.log_params({THREADS_PARAM: str(torch_threads())})  # a resumed run keeps its first value (MLflow params are fixed)
+            run.log_params(
+                {THREADS_PARAM: str(torch_threads())}
+            )  # a resumed run keeps its first value (MLflow params are fixed)
         else:
             run.set_tags(resume.tags())
         parts = prepare(cfg)
@@ -90,9 +92,13 @@ def train(cfg: DictConfig) -> float | None:
             callbacks.append(last_checkpoint(job.output_dir / "checkpoints"))  # the resume point
         callbacks.append(CheckpointOnInterrupt(job.output_dir / "checkpoints" / "last.ckpt"))
         callbacks += contributed_callbacks(cfg, parts, run_context(cfg, job, run, config))
-        callbacks += trial_callbacks(cfg, objective.monitor, objective.mode)  # an Optuna trial reports and may be pruned
+        callbacks += trial_callbacks(
+            cfg, objective.monitor, objective.mode
+        )  # an Optuna trial reports and may be pruned
         if cfg.early_stopping.patience:
-            callbacks.append(EarlyStopping(monitor=objective.monitor, mode=objective.mode, patience=cfg.early_stopping.patience))
+            callbacks.append(
+                EarlyStopping(monitor=objective.monitor, mode=objective.mode, patience=cfg.early_stopping.patience)
+            )
         trainer = build_trainer(cfg, job, run, callbacks)
         if resume is not None:
             resume.attach_logger(trainer, run)  # the run's metric history continues without repeated steps

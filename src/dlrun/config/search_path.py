@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import os
 from functools import cache
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
