@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dlrun.contracts import DataModule, RunContext
-from dlrun.data.errors import DataError
+from dlrun.data.errors import DataError, check_at_least
 from dlrun.data.samplers import whole_batch_loader
 from dlrun.data.streams import StreamWindows, WindowSampler, cut_streams
 from dlrun.data.text import read_lines
@@ -48,15 +48,13 @@ class LanguageModelDataModule(DataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for key, value, least in (
+        check_at_least(
             ("batch_size", batch_size, 1),
             ("eval_batch_size", eval_batch_size, 1),
             ("bptt", bptt, 1),
             ("min_freq", min_freq, 1),
             ("num_workers", num_workers, 0),
-        ):
-            if value < least:
-                raise ValueError(f"{key}: must be >= {least}, got {value}")
+        )
         if max_size is not None and max_size < 0:
             raise ValueError(f"max_size: must be >= 0 or null, got {max_size}")
         self.paths = {"train": train, "val": val, "test": test}

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from dlrun.contracts import DataModule, RunContext
-from dlrun.data.errors import DataError
+from dlrun.data.errors import DataError, check_at_least
 from dlrun.data.samplers import ordered_batches, whole_batch_loader
 from dlrun.data.text import read_parallel
 from dlrun.data.text_batching import BATCHING_MODES, Ragged, TextBatch, TextDataset, make_batch_sampler
@@ -51,16 +51,14 @@ class TextDataModule(DataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for key, value, least in (
+        check_at_least(
             ("batch_size", batch_size, 1),
             ("max_tokens", max_tokens, 1),
             ("max_len", max_len, 1),
             ("min_freq", min_freq, 1),
             ("sort_pool", sort_pool, 0),
             ("num_workers", num_workers, 0),
-        ):
-            if value < least:
-                raise ValueError(f"{key}: must be >= {least}, got {value}")
+        )
         if max_size is not None and max_size < 0:
             raise ValueError(f"max_size: must be >= 0 or null, got {max_size}")
         if batching not in BATCHING_MODES:
