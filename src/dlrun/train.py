@@ -58,9 +58,8 @@ def train(cfg: DictConfig) -> float | None:
     with tracked_run(spec) as run:
         if resume is None or resume.run_id is None:
             run.log_config(config, job.overrides)
-            run.log_params(
-                {THREADS_PARAM: str(torch_threads())}
-            )  # a resumed run keeps its first value (MLflow params are fixed)
+            # Only on new runs: a resumed run keeps its first value (MLflow params cannot change).
+            run.log_params({THREADS_PARAM: str(torch_threads())})
         else:
             run.set_tags(resume.tags())
         parts = prepare(cfg)
@@ -92,9 +91,8 @@ def train(cfg: DictConfig) -> float | None:
             callbacks.append(last_checkpoint(job.output_dir / "checkpoints"))  # the resume point
         callbacks.append(CheckpointOnInterrupt(job.output_dir / "checkpoints" / "last.ckpt"))
         callbacks += contributed_callbacks(cfg, parts, run_context(cfg, job, run, config))
-        callbacks += trial_callbacks(
-            cfg, objective.monitor, objective.mode
-        )  # an Optuna trial reports and may be pruned
+        # In an Optuna search: report the monitor after every validation; a pruned trial stops at once.
+        callbacks += trial_callbacks(cfg, objective.monitor, objective.mode)
         if cfg.early_stopping.patience:
             callbacks.append(
                 EarlyStopping(monitor=objective.monitor, mode=objective.mode, patience=cfg.early_stopping.patience)
