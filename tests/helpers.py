@@ -28,6 +28,20 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 ERROR_PREFIX = "dlrun: error: "
 
 
+def text_args(train_src: str | Path, train_tgt: str | Path) -> list[str]:
+    """``data=text model=seq2seq`` with the given training files and Multi30k's validation and test files."""
+    return [
+        "data=text",
+        "model=seq2seq",
+        f"data.train_src={train_src}",
+        f"data.train_tgt={train_tgt}",
+        f"data.val_src={MULTI30K / 'val.de.gz'}",
+        f"data.val_tgt={MULTI30K / 'val.en.gz'}",
+        f"data.test_src={MULTI30K / 'test_2016_flickr.de.gz'}",
+        f"data.test_tgt={MULTI30K / 'test_2016_flickr.en.gz'}",
+    ]
+
+
 @dataclass
 class Result:
     """What a finished ``dlrun`` process left behind."""

@@ -16,17 +16,15 @@ import gzip
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from helpers import DATA, MNIST, MNIST_FILES, MULTI30K, Result, dlrun_env
+from helpers import MNIST, MNIST_FILES, MULTI30K, Result, dlrun_env, text_args
 
 DLRUN = Path(sys.executable).parent / "dlrun"  # the console script pip installed, as users run it
 CASE_TIMEOUT = 150  # seconds; every case fails within ~30 s when dlrun keeps its promise
@@ -85,20 +83,6 @@ def _misaligned_corpus(cwd: Path) -> None:
 
 def _latin1_corpus(cwd: Path) -> None:
     (cwd / "bad.de").write_bytes("ein mann .\n".encode() + "ein gr\xfcner raum .\n".encode("latin-1"))
-
-
-def text(train_src: str, train_tgt: str) -> list[str]:
-    """``data=text`` on the given training files and Multi30k's validation and test files."""
-    return [
-        "data=text",
-        "model=seq2seq",
-        f"data.train_src={train_src}",
-        f"data.train_tgt={train_tgt}",
-        f"data.val_src={MULTI30K / 'val.de.gz'}",
-        f"data.val_tgt={MULTI30K / 'val.en.gz'}",
-        f"data.test_src={MULTI30K / 'test_2016_flickr.de.gz'}",
-        f"data.test_tgt={MULTI30K / 'test_2016_flickr.en.gz'}",
-    ]
 
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -173,11 +157,11 @@ CASES: dict[str, Case] = {
     "mnist_truncated_labels": Case(
         ["paths.data_dir={cwd}/data"], 1, r"{cwd}/data/mnist/t10k-labels-idx1-ubyte\.gz: ", "FAILED", setup=_mnist_with_truncated_labels
     ),
-    "text_missing_file": Case(text("{cwd}/nowhere.de", str(MULTI30K / "val.en.gz")), 1, r"{cwd}/nowhere\.de: ", "FAILED"),
+    "text_missing_file": Case(text_args("{cwd}/nowhere.de", str(MULTI30K / "val.en.gz")), 1, r"{cwd}/nowhere\.de: ", "FAILED"),
     "text_misaligned": Case(
-        text(str(MULTI30K / "val.de.gz"), "{cwd}/short.en"), 1, r".*{cwd}/short\.en", "FAILED", setup=_misaligned_corpus
+        text_args(str(MULTI30K / "val.de.gz"), "{cwd}/short.en"), 1, r".*{cwd}/short\.en", "FAILED", setup=_misaligned_corpus
     ),
-    "text_not_utf8": Case(text("{cwd}/bad.de", str(MULTI30K / "val.en.gz")), 1, r"{cwd}/bad\.de:2: ", "FAILED", setup=_latin1_corpus),
+    "text_not_utf8": Case(text_args("{cwd}/bad.de", str(MULTI30K / "val.en.gz")), 1, r"{cwd}/bad\.de:2: ", "FAILED", setup=_latin1_corpus),
 }
 
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DATA, all_runs, dlrun_many, store_uri
+from helpers import MULTI30K, all_runs, dlrun_many, store_uri
 
-MULTI30K = DATA / "multi30k"
 pytestmark = pytest.mark.skipif(not (MULTI30K / "train.en.gz").is_file(), reason="Multi30k not found")
 
 TINY = [

@@ -6,24 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from helpers import MULTI30K, all_runs, dlrun_many, store_uri
+from helpers import MULTI30K, all_runs, dlrun_many, store_uri, text_args
 
 pytestmark = pytest.mark.usefixtures("multi30k_dir")  # missing Multi30k fails loudly, as missing MNIST does
-
-
-def text_args(train_src: Path, train_tgt: Path) -> list[str]:
-    """``data=text`` with the given training files and the real validation/test files."""
-    return [
-        "data=text",
-        "model=seq2seq",
-        f"data.train_src={train_src}",
-        f"data.train_tgt={train_tgt}",
-        f"data.val_src={MULTI30K / 'val.de.gz'}",
-        f"data.val_tgt={MULTI30K / 'val.en.gz'}",
-        f"data.test_src={MULTI30K / 'test_2016_flickr.de.gz'}",
-        f"data.test_tgt={MULTI30K / 'test_2016_flickr.en.gz'}",
-    ]
 
 
 @pytest.fixture(scope="module")
