@@ -30,12 +30,15 @@ def _without(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return config
 
 
-def finished_twin(client: Any, experiment_id: str, digest: str) -> Any | None:
-    """The newest FINISHED run of the experiment whose config hash is ``digest`` (an MLflow ``Run``), or None."""
+def newest_run(client: Any, experiment_id: str, filter_string: str) -> Any | None:
+    """The most recently started run of the experiment matching MLflow's ``filter_string``, or None."""
     runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        [experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"], max_results=1
     )
     return runs[0] if runs else None
+
+
+def finished_twin(client: Any, experiment_id: str, digest: str) -> Any | None:
+    """The newest FINISHED run of the experiment whose config hash is ``digest`` (an MLflow ``Run``), or None."""
+    finished = f"tags.`{CONFIG_HASH_TAG}` = '{digest}' and attributes.status = 'FINISHED'"
+    return newest_run(client, experiment_id, finished)

@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.errors import UserError
-from dlrun.tracking.identity import CONFIG_HASH_TAG, config_hash
+from dlrun.tracking.identity import CONFIG_HASH_TAG, config_hash, newest_run
 from dlrun.tracking.sweep_table import JobRow, best_row, common_overrides, sweep_table, table_text
 
 SWEEP_FILE = "dlrun_sweep.json"
@@ -462,13 +462,7 @@ def study_parent(client: Any, experiment_id: str, key: str) -> Any | None:
     """The parent run of an earlier search of the same study (tag ``dlrun.study``), newest first; None if new."""
     from dlrun.sweeping.recover import STUDY_TAG
 
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{STUDY_TAG}` = '{key}' and tags.`dlrun.task` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    return newest_run(client, experiment_id, f"tags.`{STUDY_TAG}` = '{key}' and tags.`dlrun.task` = 'sweep'")
 
 
 def seed_summary(
