@@ -28,6 +28,8 @@ CASES = {
     "trainer.val_check_interval=-1": "trainer.val_check_interval: You have passed invalid value -1",
     "trainer.max_epochs=-1": "trainer.max_epochs: -1 trains forever; give a number of epochs, or also set one of",
     "trainer.max_epochs=-1 trainer.max_steps=5": None,
+    "callbacks.progress_every_n_steps=-1": "callbacks.progress_every_n_steps: must be a whole number >= 0 (0: one line per epoch), got -1",
+    "callbacks.progress_every_n_steps=0": None,
     "trainer.max_epochs=-1 early_stopping.patience=3": None,
     "objective.class_weights=[1,2]": "objective.class_weights: need 10 weights, got 2",
     "objective.class_weights=[1,1,1,1,1,1,1,1,1,2]": None,

@@ -135,6 +135,7 @@ def check_values(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     check_stopping(cfg)
+    check_progress(cfg)
     datamodule = _dry_build(cfg.data, "data")
     dims, stood_in = _known_dims(datamodule)
     # A plain LightningModule objective builds its own network and optimizer: those groups are None then.
@@ -172,6 +173,19 @@ def check_stopping(cfg: Any) -> None:
         "trainer.max_epochs: -1 trains forever; give a number of epochs, or also set one of "
         + ", ".join(_OTHER_STOPPING_RULES)
     )
+
+
+def check_progress(cfg: Any) -> None:
+    """``callbacks.progress_every_n_steps``: a whole number >= 0 (0: one line per epoch)."""
+    from omegaconf import OmegaConf
+
+    every = OmegaConf.select(cfg, "callbacks.progress_every_n_steps")
+    if every is None:
+        return
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(
+            f"callbacks.progress_every_n_steps: must be a whole number >= 0 (0: one line per epoch), got {every!r}"
+        )
 
 
 def check_trainer(kwargs: Mapping[str, Any]) -> None:
