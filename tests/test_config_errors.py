@@ -32,6 +32,7 @@ BAD_CONFIGS = {
     "lr_not_float": ("optimizer.lr=abc", r"optimizer\.lr: expected float\b.*, got 'abc'", False),
     "batch_size_zero": ("data.batch_size=0", r"data\.batch_size: must be >= 1, got 0", False),
     "no_such_model": ("model=nope", r"model=nope: no such model; available: cnn, mlp\b.*", False),
+    "group_option_typo": ("model=mpl", r"model=mpl: no such model \(did you mean model=mlp\?\); available: .*", False),
     "typo_in_key": ("optimizer.lrr=1", r"optimizer\.lrr: unknown key \(did you mean optimizer\.lr\?\).*", False),
     "new_key": ("+model.foo=1", r"model\.foo: unknown key; allowed: .*\bhidden_sizes\b.*", False),
     "no_such_task": ("task=foo", r"task: 'foo' is not one of .*\btrain\b.*", False),
@@ -222,3 +223,11 @@ def test_user_model_config_alone_gets_the_data_modules_objective(user_model_dir:
     assert cfg["objective"]["_target_"] == "dlrun.training.classification.ClassificationModule"
     text = print_job(["model=tiny", "data=multi30k"], user_model_dir)
     assert text["objective"]["_target_"] == "dlrun.training.translation.TranslationModule"
+
+
+def test_version_is_dlruns_own() -> None:
+    import dlrun
+
+    out = subprocess.run([sys.executable, "-m", "dlrun", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"dlrun {dlrun.__version__}"  # not Hydra's version line

@@ -187,6 +187,16 @@ def test_filters_status_name_mlflow_syntax_last_and_sort(store: Store) -> None:
     failed = store.runs_cmd("--status", "failed", "--csv")
     assert [r["run_id"] for r in csv.DictReader(io.StringIO(failed.stdout))] == [store.failed.info.run_id]
 
+    # FINISHED filters like every other status: no FAILED or KILLED run comes through.
+    finished = store.runs_cmd("--status", "FINISHED", "--csv")
+    rows = list(csv.DictReader(io.StringIO(finished.stdout)))
+    assert rows and {r["status"] for r in rows} == {"FINISHED"}
+    expected_finished = {r.info.run_id for r in store.runs.values() if r.info.status == "FINISHED"}
+    assert {r["run_id"] for r in rows} == expected_finished
+    assert store.failed.info.run_id not in {r["run_id"] for r in rows}
+    killed = store.runs_cmd("--status", "killed", "--csv")
+    assert [r["run_id"] for r in csv.DictReader(io.StringIO(killed.stdout))] == [store.killed.info.run_id]
+
     named = store.runs_cmd("--name", "wid*", "--csv")
     assert [r["name"] for r in csv.DictReader(io.StringIO(named.stdout))] == ["wide"]
 
@@ -208,6 +218,9 @@ def test_filters_status_name_mlflow_syntax_last_and_sort(store: Store) -> None:
     top = [r for r in csv.DictReader(io.StringIO(ordered.stdout)) if not r["parent_run_id"] and r["test/acc"]]
     values = [float(r["test/acc"]) for r in top]
     assert values == sorted(values, reverse=True) and len(values) >= 2
+
+    negative = store.runs_cmd("--last", "-1")
+    assert negative.returncode == 2 and negative.stderr.strip() == "dlrun: error: --last -1: must be >= 0 (0: all runs)"
 
     bad = store.runs_cmd("--experiment", "nope")
     assert bad.returncode != 0 and bad.stderr.startswith("dlrun: error: --experiment nope: no such experiment")

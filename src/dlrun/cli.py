@@ -66,6 +66,11 @@ def main() -> None:
     from dlrun.user_code import make_importable
 
     make_importable()  # the user's models and data modules, by _target_, here and in every child process
+    if sys.argv[1:] in (["--version"], ["-V"]):  # Hydra's own --version would print Hydra's
+        import dlrun
+
+        print(f"dlrun {dlrun.__version__}")
+        sys.exit(0)
     code = _subcommand(sys.argv[1:])
     if code is not None:
         sys.exit(code)
@@ -196,8 +201,12 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
     if missing:
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        import difflib
+
+        close = difflib.get_close_matches(option, options, n=1)
+        hint = f" (did you mean {group}={close[0]}?)" if close else ""
         allowed = f"; available: {', '.join(options)}" if options else ""
-        return f"{group}={option}: no such {group}{allowed}"
+        return f"{group}={option}: no such {group}{hint}{allowed}"
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         key = unknown.group(1)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.browse.entry import Parser, add_store_option, guarded
+from dlrun.errors import ConfigError
 
 EPILOG = """examples:
   dlrun runs                                  the latest runs of every experiment
@@ -104,6 +105,8 @@ def list_runs(args: argparse.Namespace) -> int:
     from dlrun.browse import selection, table
     from dlrun.browse.store import open_reader
 
+    if args.last < 0:
+        raise ConfigError(f"--last {args.last}: must be >= 0 (0: all runs)")
     reader = open_reader(args.tracking_uri, Path.cwd(), need_filter=bool(args.filter))
     query = selection.Query(args.experiment, args.status, args.name, args.filter, args.last, args.sort, args.asc)
     top = selection.select(reader, query)
