@@ -1,4 +1,4 @@
-"""The classification loss uses its class weights in training, validation and test, not only stores them."""
+"""The classification training loss uses its class weights, not only stores them."""
 
 from __future__ import annotations
 

@@ -63,14 +63,14 @@ def _subcommand(argv: list[str]) -> int | None:
 
 def main() -> None:
     """Console script: run a subcommand, or Hydra on ``sys.argv``, and exit with dlrun's codes."""
-    from dlrun.user_code import make_importable
-
-    make_importable()  # the user's models and data modules, by _target_, here and in every child process
     if sys.argv[1:] in (["--version"], ["-V"]):  # Hydra's own --version would print Hydra's
         import dlrun
 
         print(f"dlrun {dlrun.__version__}")
         sys.exit(0)
+    from dlrun.user_code import make_importable
+
+    make_importable()  # the user's models and data modules, by _target_, here and in every child process
     code = _subcommand(sys.argv[1:])
     if code is not None:
         sys.exit(code)
@@ -201,10 +201,7 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
     if missing:
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        import difflib
-
-        close = difflib.get_close_matches(option, options, n=1)
-        hint = f" (did you mean {group}={close[0]}?)" if close else ""
+        hint = _did_you_mean(option, options, f"{group}=")
         allowed = f"; available: {', '.join(options)}" if options else ""
         return f"{group}={option}: no such {group}{hint}{allowed}"
     unknown = re.search(r"Could not override '([^']+)'", text)
@@ -221,10 +218,16 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
     return _one_line(text.split("\nConfig search path")[0])
 
 
-def _known_keys_hint(key: str, argv: list[str]) -> str:
-    """Compose again without the offending override to list the keys that do exist beside it."""
+def _did_you_mean(name: str, candidates: list[str], prefix: str) -> str:
+    """`` (did you mean PREFIXNAME?)`` for the closest candidate, or nothing when none is close."""
     import difflib
 
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _known_keys_hint(key: str, argv: list[str]) -> str:
+    """Compose again without the offending override to list the keys that do exist beside it."""
     from hydra import compose, initialize_config_dir
     from omegaconf import DictConfig, OmegaConf
 
@@ -241,7 +244,5 @@ def _known_keys_hint(key: str, argv: list[str]) -> str:
     if not isinstance(node, DictConfig):
         return ""
     keys = [str(k) for k in node.keys()]
-    close = difflib.get_close_matches(name, keys, n=1)
-    prefix = f"{parent}." if parent else ""
-    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+    hint = _did_you_mean(name, keys, f"{parent}." if parent else "")
     return f"{hint}; keys in {parent or 'the config'}: {', '.join(keys)}; use +{key}=... to add a new one"
