@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from common import MEAN, STD, data_dir, emit, hand_model, machine, median, read_mnist, set_threads
 from step_phases import PHASES, mark, marked_training_step, marker_callback, phase_medians
 
@@ -126,7 +127,7 @@ def clock_callback(window: Window, settings: Settings, case: Case) -> Any:
     """A Lightning callback that times the window and, when dlrun has not compiled the network, compiles it."""
     import pytorch_lightning as pl
 
-    from dlrun.training.compile import compile_network, is_compiled
+    from dlrun.tasks.compile import compile_network, is_compiled
 
     class Clock(pl.Callback):
         compiled_by = "none"
@@ -197,7 +198,7 @@ class Data:
             from hydra.core.hydra_config import HydraConfig
 
             from dlrun.api import compose_job
-            from dlrun.wiring import build_data
+            from dlrun.tasks.parts import build_data
 
             cfg = compose_job(seq2seq_overrides(case, self.settings, seed, self.settings.workdir / "compose"))
             HydraConfig.instance().set_config(cfg)  # the data paths interpolate ${hydra:runtime.cwd}
@@ -422,15 +423,15 @@ def common_overrides(case: Case, settings: Settings, seed: int, run_dir: Path) -
 def dlrun_side(case: Case, data: Data, seed: int, marks: bool = False) -> tuple[float, float | None, str]:
     """Seconds of the timed window, peak GPU GiB and who compiled (dlrun/bench/none) for ``dlrun.run``."""
     import dlrun
-    import dlrun.train
-    from dlrun.training.classification import ClassificationModule
+    import dlrun.tasks.train
+    from dlrun.objectives.classification import ClassificationModule
 
     settings = data.settings
     window = Window(settings)
     clock = clock_callback(window, settings, case)
     extra = [clock] + ([marker_callback()] if marks else [])
-    build_trainer, step = dlrun.train.build_trainer, ClassificationModule.training_step
-    dlrun.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [*extra, *callbacks])
+    build_trainer, step = dlrun.tasks.train.build_trainer, ClassificationModule.training_step
+    dlrun.tasks.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [*extra, *callbacks])
     if marks:
         ClassificationModule.training_step = marked_training_step(step)
     run_dir = settings.workdir / f"run-{time.time_ns()}"
@@ -439,7 +440,7 @@ def dlrun_side(case: Case, data: Data, seed: int, marks: bool = False) -> tuple[
         with peak_memory(settings.device) as peak:
             dlrun.run(make(case, settings, seed, run_dir))
     finally:
-        dlrun.train.build_trainer, ClassificationModule.training_step = build_trainer, step
+        dlrun.tasks.train.build_trainer, ClassificationModule.training_step = build_trainer, step
     return window.seconds, peak["gib"], clock.compiled_by
 
 

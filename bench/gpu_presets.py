@@ -43,7 +43,7 @@ RUNNER = r"""
 import atexit, sys, time
 import torch
 import pytorch_lightning as pl
-import dlrun.train
+import dlrun.tasks.train
 
 def sync():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -56,7 +56,7 @@ class FitClock(pl.Callback):
     def on_fit_start(self, trainer, module):
         # compile.* not wired into dlrun's train task yet: compile exactly as it would, and say who did
         if WANT_COMPILE:
-            from dlrun.training.compile import compile_network, is_compiled
+            from dlrun.tasks.compile import compile_network, is_compiled
             if is_compiled(module):
                 print("COMPILED_BY dlrun", flush=True)
             else:
@@ -71,8 +71,8 @@ class FitClock(pl.Callback):
         sync()
         print(f"FIT_S {time.perf_counter() - self.start:.2f}", flush=True)
 
-build_trainer = dlrun.train.build_trainer
-dlrun.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [FitClock(), *callbacks])
+build_trainer = dlrun.tasks.train.build_trainer
+dlrun.tasks.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [FitClock(), *callbacks])
 
 def report():
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_initialized() else float("nan")

@@ -67,9 +67,9 @@ def main() -> None:
     parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
     args = parser.parse_args()
     set_threads(args.threads)
-    from dlrun.data.mnist import MNISTDataModule
-
     import pytorch_lightning as pl
+
+    from dlrun.data.mnist import MNISTDataModule
 
     datamodule = MNISTDataModule(str(data_dir()), batch_size=BATCH_SIZE)
     datamodule.setup("fit")

@@ -19,8 +19,9 @@ import time
 from typing import Any
 
 import torch
-from common import ROOT, data_dir, emit, machine, median, set_threads, size_args
 from omegaconf import OmegaConf
+
+from common import ROOT, data_dir, emit, machine, median, set_threads, size_args
 
 
 def preset() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from common import ROOT, data_dir, dlrun_bin, machine
 
 RESULTS = ROOT / "experiments" / "results.yaml"

@@ -125,17 +125,17 @@ def lightning(images: torch.Tensor, labels: torch.Tensor, batches: int) -> dict[
 def dlrun_side(batches: int, workdir: Path, extra: list[str] = ()) -> dict[str, float]:
     """``dlrun.run`` of the MLP epoch, with the marker callback added to the trainer dlrun builds."""
     import dlrun
-    import dlrun.train
-    from dlrun.training.classification import ClassificationModule
+    import dlrun.tasks.train
+    from dlrun.objectives.classification import ClassificationModule
 
     # The train task calls the build_trainer it imported from dlrun.wiring: patch that name.
-    build_trainer, step = dlrun.train.build_trainer, ClassificationModule.training_step
-    dlrun.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [marker_callback(), *callbacks])
+    build_trainer, step = dlrun.tasks.train.build_trainer, ClassificationModule.training_step
+    dlrun.tasks.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [marker_callback(), *callbacks])
     ClassificationModule.training_step = marked_training_step(step)
     try:
         dlrun.run(dlrun_overrides("mlp", batches, 0, workdir, f"phases-{time.time_ns()}") + list(extra))
     finally:
-        dlrun.train.build_trainer, ClassificationModule.training_step = build_trainer, step
+        dlrun.tasks.train.build_trainer, ClassificationModule.training_step = build_trainer, step
     return phase_medians()
 
 

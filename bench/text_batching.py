@@ -85,6 +85,7 @@ class PeakMemory:
 def build(mode: str, overrides: list[str]) -> tuple[Any, Any]:
     """dlrun's config and Multi30k data module (set up for fit) for ``data.batching=mode``."""
     from hydra.core.hydra_config import HydraConfig
+
     from dlrun.api import compose_job
     from dlrun.config.build import build as build_node
 
@@ -98,7 +99,7 @@ def build(mode: str, overrides: list[str]) -> tuple[Any, Any]:
 def fresh_module(cfg: Any, datamodule: Any, seed: int) -> Any:
     """A newly initialized translation module (network, objective, optimizer) as ``dlrun`` builds it."""
     from dlrun.contracts import data_view
-    from dlrun.wiring import build_objective
+    from dlrun.tasks.parts import build_objective
 
     torch.manual_seed(seed)
     return build_objective(cfg, data_view(datamodule)).module
@@ -108,7 +109,7 @@ def train_steps(datamodule: Any, module: Any, steps: int, accelerator: str) -> d
     """Train ``steps`` batches with dlrun's Throughput callback; tokens/s, pad fraction and peak memory."""
     import pytorch_lightning as pl
 
-    from dlrun.training.callbacks import Throughput
+    from dlrun.callbacks.monitors import Throughput
 
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,

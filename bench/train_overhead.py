@@ -148,8 +148,9 @@ def dlrun_overrides(model_name: str, batches: int, seed: int, workdir: Path, nam
 
 def dlrun_epoch(model_name: str, batches: int, seed: int, workdir: Path) -> float:
     """Samples/s that a one-epoch ``dlrun`` training logged as ``train/samples_per_s``."""
-    import dlrun
     from mlflow.tracking import MlflowClient
+
+    import dlrun
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     name = f"bench-{model_name}-{time.time_ns()}"

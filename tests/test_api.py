@@ -21,10 +21,9 @@ def mnist_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
 @pytest.fixture(scope="module")
 def test_images() -> torch.Tensor:
     """The first 64 official test images, normalized as the model sees them."""
-    from helpers import MNIST
-
     from dlrun.data.idx import read_idx
     from dlrun.data.mnist import normalize
+    from helpers import MNIST
 
     return normalize(read_idx(MNIST / "t10k-images-idx3-ubyte.gz")[:64])
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from helpers import MNIST, MNIST_FILES, MULTI30K, Result, dlrun_env, text_args
 
 DLRUN = Path(sys.executable).parent / "dlrun"  # the console script pip installed, as users run it
@@ -82,7 +83,7 @@ def _misaligned_corpus(cwd: Path) -> None:
 
 
 def _latin1_corpus(cwd: Path) -> None:
-    (cwd / "bad.de").write_bytes("ein mann .\n".encode() + "ein gr\xfcner raum .\n".encode("latin-1"))
+    (cwd / "bad.de").write_bytes(b"ein mann .\n" + "ein gr\xfcner raum .\n".encode("latin-1"))
 
 
 RUN_ID = "0123456789abcdef0123456789abcdef"

@@ -15,10 +15,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlrun.callbacks.checkpointing import AtomicCheckpointIO, CheckpointWriteError, ModelCheckpoint, write_atomically
+from dlrun.config.plain import plain
 from dlrun.models.mlp import MLP
-from dlrun.plain import plain
-from dlrun.training.checkpointing import AtomicCheckpointIO, CheckpointWriteError, ModelCheckpoint, write_atomically
-from dlrun.training.classification import ClassificationModule
+from dlrun.objectives.classification import ClassificationModule
 
 
 def loaders() -> DataLoader:
@@ -118,7 +118,7 @@ def test_full_disk_keeps_the_previous_checkpoint_whole(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import resource, signal, torch
-        from dlrun.training.checkpointing import CheckpointWriteError, write_atomically
+        from dlrun.callbacks.checkpointing import CheckpointWriteError, write_atomically
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed, as with ENOSPC
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
         try:
@@ -142,7 +142,7 @@ def refusal(path: Path) -> BaseException:
 
 
 def test_unreadable_checkpoints_are_described_in_full(tmp_path: Path) -> None:
-    from dlrun.checkpoint_errors import describe_unreadable
+    from dlrun.tasks.checkpoints import describe_unreadable
 
     good = tmp_path / "good.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(10_000)}}, good)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.training.classification import ClassificationModule
+from dlrun.objectives.classification import ClassificationModule
 
 WEIGHTS = [1.0, 4.0, 0.25]
 

@@ -13,8 +13,8 @@ import torch
 
 from dlrun.data.mnist import MNISTDataModule
 from dlrun.models.mlp import MLP
-from dlrun.training.classification import ClassificationModule
-from dlrun.training.compile import (
+from dlrun.objectives.classification import ClassificationModule
+from dlrun.tasks.compile import (
     PREFIX,
     compile_network,
     compile_target,
@@ -40,7 +40,7 @@ def test_modes_are_checked() -> None:
 
 def test_compile_config_is_checked() -> None:
     from dlrun.errors import ConfigError
-    from dlrun.training.compile import check_compile_config
+    from dlrun.tasks.compile import check_compile_config
 
     check_compile_config({"enabled": True, "mode": "reduce-overhead", "backend": "eager"})
     check_compile_config(None)
@@ -121,10 +121,6 @@ def test_compiled_mlp_trains_and_its_checkpoint_loads_uncompiled(data_root: Path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    "compile_network" not in Path(__file__).parents[1].joinpath("src/dlrun/train.py").read_text(),
-    reason="compile.* not wired into the train task yet (dlrun.train calls compile_network)",
-)
 def test_compiled_run_through_the_cli_evaluates_uncompiled(tmp_path: Path) -> None:
     """``compile.enabled=true``: the run compiles, tests, logs its model; eval and dlrun.load read its checkpoint uncompiled."""
     from helpers import dlrun

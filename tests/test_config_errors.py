@@ -215,14 +215,14 @@ def user_model_dir(tmp_path: Path) -> Path:
 def test_user_model_config_with_explicit_objective(user_model_dir: Path) -> None:
     cfg = print_job(["model=tiny", "objective=classification"], user_model_dir)
     assert cfg["model"] == {"_target_": "dlrun.models.mlp.MLP", "hidden_sizes": [8]}
-    assert cfg["objective"]["_target_"] == "dlrun.training.classification.ClassificationModule"
+    assert cfg["objective"]["_target_"] == "dlrun.objectives.classification.ClassificationModule"
 
 
 def test_user_model_config_alone_gets_the_data_modules_objective(user_model_dir: Path) -> None:
     cfg = print_job(["model=tiny"], user_model_dir)
-    assert cfg["objective"]["_target_"] == "dlrun.training.classification.ClassificationModule"
+    assert cfg["objective"]["_target_"] == "dlrun.objectives.classification.ClassificationModule"
     text = print_job(["model=tiny", "data=multi30k"], user_model_dir)
-    assert text["objective"]["_target_"] == "dlrun.training.translation.TranslationModule"
+    assert text["objective"]["_target_"] == "dlrun.objectives.translation.TranslationModule"
 
 
 def test_version_is_dlruns_own() -> None:

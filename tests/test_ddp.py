@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DATA, all_runs, dlrun, dlrun_many, store_uri
 from omegaconf import OmegaConf
+
+from helpers import DATA, all_runs, dlrun, dlrun_many, store_uri
 
 # Dropout off and the same seed: two ranks of 64 see exactly the samples one process sees in a batch of 128
 # (the batch sampler deals consecutive batches to the ranks), so the runs differ only by float rounding.

@@ -111,7 +111,7 @@ def test_per_batch_work_is_two_index_selects_on_the_device(data_root: Path) -> N
 def fit_weights(data_root: Path, on_device, steps: int = 6) -> torch.Tensor:
     """Weights of a small MLP after ``steps`` training steps on ``on_device`` batches (seed 0)."""
     from dlrun.models.mlp import MLP
-    from dlrun.training.classification import ClassificationModule
+    from dlrun.objectives.classification import ClassificationModule
 
     pl.seed_everything(0, verbose=False)
     trainer = cpu_trainer(max_steps=steps, limit_val_batches=0)
@@ -131,7 +131,7 @@ def test_training_on_device_batches_equals_the_host_path(data_root: Path) -> Non
 
 def test_validation_and_test_loops_take_device_batches(data_root: Path) -> None:
     from dlrun.models.mlp import MLP
-    from dlrun.training.classification import ClassificationModule
+    from dlrun.objectives.classification import ClassificationModule
 
     torch.manual_seed(0)
     net = MLP(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[16], dropout=0.0)
@@ -149,7 +149,7 @@ def test_validation_and_test_loops_take_device_batches(data_root: Path) -> None:
 def test_training_steps_without_a_bar_never_wait_for_the_device(data_root: Path) -> None:
     """No ``.item()`` (a host-device sync on a GPU) per step: logged losses stay tensors when no bar reads them."""
     from dlrun.models.mlp import MLP
-    from dlrun.training.classification import ClassificationModule
+    from dlrun.objectives.classification import ClassificationModule
 
     class Watch(pl.Callback):
         def __init__(self) -> None:

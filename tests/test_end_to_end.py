@@ -10,7 +10,8 @@ import torch
 import yaml
 
 import dlrun
-from helpers import DATA, Result, all_runs, dlrun as run_dlrun, dlrun_many, store_uri
+from helpers import DATA, Result, all_runs, dlrun_many, store_uri
+from helpers import dlrun as run_dlrun
 
 OVERRIDES = [
     "model=mlp",

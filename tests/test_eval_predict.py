@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from dlrun.data.errors import DataError
+from dlrun.tasks.checkpoints import CheckpointError
+from dlrun.tracking.artifacts import RunNotFound
 from helpers import MNIST, dlrun
 from trained_runs import TrainedRun, common, trained_mnist, trained_text
-
-from dlrun.checkpoints import CheckpointError
-from dlrun.data.errors import DataError
-from dlrun.tracking.artifacts import RunNotFound
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,6 @@ def test_eval_errors_name_the_checkpoint(mnist_run: TrainedRun) -> None:
 def test_predict_test_split_csv(mnist_run: TrainedRun) -> None:
     """One row per test image: index, predicted label, its probability; the file is a run artifact."""
     import dlrun as api
-
     from dlrun.data.idx import read_idx
     from dlrun.data.mnist import normalize
 
@@ -98,7 +96,6 @@ def test_predict_png_folder(mnist_run: TrainedRun, tmp_path: Path) -> None:
     from PIL import Image
 
     import dlrun as api
-
     from dlrun.data.idx import read_idx
     from dlrun.data.mnist import normalize
 
@@ -125,7 +122,6 @@ def test_text_eval_and_translate(text_run: TrainedRun, tmp_path: Path, monkeypat
                                  capsys: pytest.CaptureFixture[str]) -> None:
     """Seq2seq: eval reproduces test BLEU/loss; predict translates a file and stdin with the checkpoint's vocabulary."""
     import dlrun as api
-
     from dlrun.data.text_input import source_batches
 
     groups = ["data=text", "model=seq2seq"]

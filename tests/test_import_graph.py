@@ -80,12 +80,38 @@ def test_the_checker_sees_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_task_layer_sits_on_the_shared_wiring() -> None:
+PARTS = ("data", "models", "objectives", "callbacks", "tracking", "sweeping", "config")
+FLOOR = ("dlrun.contracts", "dlrun.errors", "dlrun._upstream")
+
+
+def in_package(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_tasks_sit_on_their_shared_modules() -> None:
     graph = import_graph()
-    tasks = {"dlrun.train", "dlrun.evaluate", "dlrun.predict", "dlrun.summary"}
-    assert "dlrun.wiring" in graph["dlrun.train"] and "dlrun.wiring" in graph["dlrun.evaluate"]
-    assert not graph["dlrun.wiring"] & (tasks | {"dlrun.tasks"}), "the shared wiring must not import a task"
-    for part in ("data", "models", "training", "tracking"):
-        for name, imports in graph.items():
-            if name.startswith(f"dlrun.{part}."):
-                assert not imports & (tasks | {"dlrun.tasks", "dlrun.wiring"}), f"{name} reaches up into the task layer"
+    assert {"dlrun.tasks.start", "dlrun.tasks.parts", "dlrun.tasks.trainer"} <= graph["dlrun.tasks.train"]
+    assert {"dlrun.tasks.job", "dlrun.tasks.parts"} <= graph["dlrun.tasks.evaluate"]
+
+
+def test_arrows_point_down() -> None:
+    """Parts never import a task or a face; the floor imports no part; models see only torch (and errors)."""
+    graph = import_graph()
+    faces = {"dlrun.cli", "dlrun.api"}
+    for name, imports in graph.items():
+        if any(in_package(name, f"dlrun.{part}") for part in PARTS):
+            up = {t for t in imports if in_package(t, "dlrun.tasks") or t in faces or in_package(t, "dlrun.browse")}
+            assert not up, f"{name} reaches up into {sorted(up)}"
+        if name in FLOOR:
+            assert all(t in FLOOR for t in imports), f"floor module {name} imports {sorted(imports)}"
+        if in_package(name, "dlrun.models"):
+            assert all(in_package(t, "dlrun.models") or t in FLOOR for t in imports), f"{name}: {sorted(imports)}"
+        if in_package(name, "dlrun.data"):
+            assert not any(in_package(t, f"dlrun.{p}") for t in imports for p in ("models", "objectives", "callbacks")), name
+        if in_package(name, "dlrun.tracking"):
+            assert not any(in_package(t, f"dlrun.{p}") for t in imports for p in ("models", "objectives", "data")), name
+
+
+def test_top_level_is_faces_floor_and_packages() -> None:
+    top = sorted(p.stem for p in (SRC / "dlrun").glob("*.py"))
+    assert top == ["__init__", "__main__", "_upstream", "api", "cli", "contracts", "errors", "logs", "starter"]

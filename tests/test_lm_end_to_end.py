@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import MULTI30K, all_runs, dlrun_many, store_uri
 
 pytestmark = pytest.mark.skipif(not (MULTI30K / "train.en.gz").is_file(), reason="Multi30k not found")

@@ -11,11 +11,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from dlrun.callbacks.lm_samples import LanguageModelSamples
 from dlrun.data.lm import LanguageModelDataModule
 from dlrun.data.streams import StreamWindows, cut_streams
 from dlrun.models.rnn_lm import RNNLanguageModel
-from dlrun.training.language_model import STATE_KEY, LanguageModelObjective
-from dlrun.training.lm_samples import LanguageModelSamples
+from dlrun.objectives.language_model import STATE_KEY, LanguageModelObjective
 
 V = 29
 SENTENCES = ["the cat sat on the mat .", "a dog ran in the park !", "birds sing at dawn ."]

@@ -12,12 +12,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import REPO, all_runs, dlrun, store_uri
 
 PARENT = "mlflow.parentRunId"
-# Until src/dlrun/train.py calls trial_callbacks/apply_thread_budget itself (then it does nothing).
-SHIM = str(REPO / "tests" / "sweeper_shim")
-ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [SHIM, os.environ.get("PYTHONPATH")]))}
+# A user's own callback (tests/user_callbacks/kill_trial.py) kills one trial of a search mid-way.
+USER_CODE = str(REPO / "tests" / "user_callbacks")
+ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [USER_CODE, os.environ.get("PYTHONPATH")]))}
+
+
+def kill_trial(number: int) -> list[str]:
+    """Overrides that add the killing callback, armed for trial ``number`` only."""
+    return [
+        "+callbacks.kill._target_=kill_trial.KillDuringTrial",
+        f"+callbacks.kill.at_trial={number}",
+        "+callbacks.kill.trial=${oc.select:trial.number,null}",
+    ]
 TINY = [
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
@@ -104,7 +114,7 @@ def test_a_killed_search_resumes_with_the_same_command_and_prunes_a_bad_trial(tm
         "optimizer.lr=choice(0.003,0.002,40.0)",
         "trainer.max_epochs=2",
     )
-    first = dlrun(args, tmp_path, env={**ENV, "DLRUN_TEST_KILL_TRIAL": "1"})
+    first = dlrun([*args, *kill_trial(1)], tmp_path, env=ENV)
     assert first.returncode == -9, first.describe()  # SIGKILLed during trial 1
     assert states(tmp_path) == ["COMPLETE", "RUNNING"]
 
@@ -146,7 +156,7 @@ def test_sigkill_during_trial_3_of_6_then_rerun_ends_with_6_finished_trials(tmp_
         "optimizer.lr=tag(log,interval(1e-4,1.0))",
         "trainer.max_epochs=3",
     )
-    first = dlrun(args, tmp_path, env={**ENV, "DLRUN_TEST_KILL_TRIAL": "2"})  # trial 3 of 6 (numbers from 0)
+    first = dlrun([*args, *kill_trial(2)], tmp_path, env=ENV)  # trial 3 of 6 (numbers from 0)
     assert first.returncode == -9, first.describe()
     assert states(tmp_path)[-1] == "RUNNING" and len(states(tmp_path)) == 3
     second = dlrun(args, tmp_path, env=ENV)
@@ -368,8 +378,8 @@ def test_best_yaml_is_a_preset_of_the_overrides() -> None:
 
 
 def test_seed_statistics_group_configurations_and_name_parent_metrics() -> None:
-    from dlrun.tracking.seed_stats import fill_stats, parent_metrics, seed_groups
-    from dlrun.tracking.sweep_table import JobRow
+    from dlrun.sweeping.seed_stats import fill_stats, parent_metrics, seed_groups
+    from dlrun.sweeping.table import JobRow
 
     rows = [
         JobRow(0, ["model=mlp", "seed=1"], "FINISHED", 0.90),
@@ -420,8 +430,8 @@ def test_a_trial_of_a_live_search_is_not_taken_for_an_orphan(tmp_path: Path) -> 
 def test_job_outcomes_become_trial_states() -> None:
     from hydra.core.utils import JobReturn, JobStatus
 
+    from dlrun.sweeping.bookkeeping import JobFailed, JobPruned
     from dlrun.sweeping.sweeper import outcome
-    from dlrun.tracking.sweep import JobFailed, JobPruned
 
     def ret(value, status=JobStatus.COMPLETED):
         job = JobReturn(status=status)

@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlrun.callbacks.progress import ProgressBar
 from dlrun.models.mlp import MLP
-from dlrun.training.classification import ClassificationModule
-from dlrun.training.progress import ProgressBar
+from dlrun.objectives.classification import ClassificationModule
 
 
 class Redraws(ProgressBar):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import dlrun
 
 LIMITS = [

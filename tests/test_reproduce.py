@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import REPO, dlrun_env
 
 sys.path.insert(0, str(REPO / "bench"))

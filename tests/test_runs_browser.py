@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from helpers import MNIST, all_runs, dlrun, dlrun_env, dlrun_many
 
 LIMITS = [

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import MULTI30K, all_runs, dlrun_many, store_uri, text_args
 
 pytestmark = pytest.mark.usefixtures("multi30k_dir")  # missing Multi30k fails loudly, as missing MNIST does
@@ -20,7 +21,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     misaligned = root / "misaligned" / "short.en"
     misaligned.write_text("a man .\na dog .\n", encoding="utf-8")
     latin1 = root / "latin1" / "bad.de"
-    latin1.write_bytes("ein mann .\n".encode() + "ein gr\xfcner raum .\n".encode("latin-1"))
+    latin1.write_bytes(b"ein mann .\n" + "ein gr\xfcner raum .\n".encode("latin-1"))
     train = [
         "experiment=multi30k_gru_attn",
         "trainer.max_epochs=1",

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from dlrun.models.attention import BahdanauAttention, LuongAttention
 from dlrun.models.search import beam_search, greedy_search
 from dlrun.models.seq2seq import Seq2Seq
-from dlrun.training.losses import masked_cross_entropy
+from dlrun.objectives.losses import masked_cross_entropy
 
 PAD, BOS, EOS = 0, 2, 3
 ATTENTIONS = ["bahdanau", "dot", "general"]

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from dlrun.models.inspection import ShapeError, activations, trace
 from trained_runs import common
-
-from dlrun.inspect import ShapeError, activations, trace
 
 
 def test_trace_records_every_layer() -> None:
@@ -86,7 +85,6 @@ def test_summary_shape_mismatch_found_by_tracing_a_real_batch(tmp_path: Path, mo
     """A user network whose layers disagree is built without complaint; tracing one real batch names the layer
     (its path in the network) and both shapes, in one line."""
     import dlrun
-
     from dlrun.cli import describe_error
 
     (tmp_path / "wrong_width.py").write_text(BAD_NET)  # the user's own code and config, in the working directory

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DATA, all_runs, dlrun, store_uri
 
+from dlrun.sweeping.bookkeeping import JobFailed, Sweep, job_rows
+from dlrun.sweeping.table import JobRow, best_row, common_overrides, sweep_table, table_text
 from dlrun.tracking.identity import config_hash
-from dlrun.tracking.sweep import JobFailed, Sweep, job_rows
-from dlrun.tracking.sweep_table import JobRow, best_row, common_overrides, sweep_table, table_text
+from helpers import DATA, all_runs, dlrun, store_uri
 
 # Tiny jobs: the sweep machinery is under test, not the training.
 LIMITS = [

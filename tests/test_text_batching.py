@@ -20,7 +20,6 @@ from dlrun.data.text_batching import (
 )
 
 
-
 def random_lengths(n: int = 1000, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     src = torch.randint(1, 40, (n,), generator=generator)
@@ -113,7 +112,7 @@ def test_bucket_batches_cover_disjoint_length_ranges() -> None:
     src, tgt = random_lengths()
     batches = list(BucketBatchSampler(src, tgt, batch_size=32, sort_pool=0))
     # One pool: sorted by (source, target) length, so batches hold consecutive, non-overlapping ranges.
-    keys = sorted(((int(src[b].min()), int(src[b].max())) for b in map(torch.tensor, batches)))
+    keys = sorted((int(src[b].min()), int(src[b].max())) for b in map(torch.tensor, batches))
     assert all(high <= next_low for (_, high), (next_low, _) in zip(keys, keys[1:]))
     assert [len(b) for b in batches].count(32) == len(src) // 32
 

@@ -13,7 +13,6 @@ from dlrun.data.text import read_lines, read_parallel
 from dlrun.data.text_module import TextDataModule
 from dlrun.data.tokenizer import detokenize, tokenize
 from dlrun.data.vocab import Vocabulary
-
 from helpers import MULTI30K, REPO
 
 TRAIN = [
@@ -122,7 +121,7 @@ def test_misaligned_files_name_both_files_and_counts(tmp_path: Path) -> None:
 
 def test_bad_utf8_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.gz"
-    path.write_bytes(gzip.compress("eins\nzwei\ndr".encode() + b"\xff" + b"i\nvier\n"))
+    path.write_bytes(gzip.compress(b"eins\nzwei\ndr" + b"\xff" + b"i\nvier\n"))
     with pytest.raises(DataError) as error:
         read_lines(path)
     assert str(error.value) == f"{path}:3: not valid UTF-8 (byte 0xff at column 3)"
@@ -296,7 +295,7 @@ def test_multi30k_config_composes_and_builds() -> None:
 
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=["data=multi30k", "seed=5", f"paths.data_dir={MULTI30K.parent}"])
-    assert cfg.objective._target_ == "dlrun.training.translation.TranslationModule"  # the data picks its objective
+    assert cfg.objective._target_ == "dlrun.objectives.translation.TranslationModule"  # the data picks its objective
     module = instantiate(cfg.data)
     assert isinstance(module, TextDataModule)
     assert module.seed == 5 and module.batching == "bucket" and module.batch_size == 128

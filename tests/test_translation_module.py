@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from dlrun.data.text_batching import TextBatch
 from dlrun.data.vocab import Vocabulary
 from dlrun.models.seq2seq import Seq2Seq
-from dlrun.training.losses import masked_cross_entropy
-from dlrun.training.translation import TranslationModule
+from dlrun.objectives.losses import masked_cross_entropy
+from dlrun.objectives.translation import TranslationModule
 
 PAD, BOS, EOS = 0, 2, 3
 WORDS = ["<pad>", "<unk>", "<bos>", "<eos>"] + [f"W{i}" for i in range(10)]

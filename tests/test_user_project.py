@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import REPO, Result, all_runs, dlrun_env, store_uri
 
 DLRUN = Path(sys.executable).with_name("dlrun")  # the console script installed beside this Python
@@ -154,7 +155,7 @@ def test_user_model_alone_trains_on_mnist(starter: Path) -> None:
     finished(result)
     (run,) = all_runs(uri)
     assert run.info.status == "FINISHED"
-    assert run.data.params["objective._target_"] == "dlrun.training.classification.ClassificationModule"
+    assert run.data.params["objective._target_"] == "dlrun.objectives.classification.ClassificationModule"
     assert run.data.params["model._target_"] == "tinynet.TinyNet"
     assert run.data.metrics["test/acc"] > 0.6  # 60 steps of a 784-32-32-10 net, far above chance (0.1)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from helpers import DATA
 
-_CACHE: dict[str, "TrainedRun"] = {}
+_CACHE: dict[str, TrainedRun] = {}
 
 # A corpus small enough to train on in a second: numbers and colours, "German" -> "English".
 _DE = ["ein", "zwei", "drei", "rot", "blau", "grün", "hund", "katze", "haus", "baum"]

@@ -19,8 +19,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-CONFIG_NAME = "config"
-
 
 def compose_job(overrides: Sequence[str] = ()) -> DictConfig:
     """The CLI's config for ``overrides``, with Hydra's run-time fields filled in (output dir made absolute)."""
@@ -28,8 +26,8 @@ def compose_job(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    from dlrun.config.search_path import register, shipped_dir
-    from dlrun.user_code import make_importable
+    from dlrun.config.search_path import CONFIG_NAME, register, shipped_dir
+    from dlrun.config.user_code import make_importable
 
     make_importable()
     if any(o in ("-m", "--multirun") for o in overrides):
@@ -50,14 +48,11 @@ def _interrupts_as_run_interrupted() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    from dlrun.errors import RunInterrupted
-
-    def _raise_interrupt(signum: int, frame: Any) -> None:
-        raise RunInterrupted(signum)
+    from dlrun.errors import raise_interrupt
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for signum in previous:
-        signal.signal(signum, _raise_interrupt)
+        signal.signal(signum, raise_interrupt)
     try:
         yield
     finally:
@@ -72,8 +67,9 @@ def run(overrides: Sequence[str] = ()) -> Any:
     translations, summary the layer records. Failures raise (``dlrun.errors.UserError`` and others).
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import _save_config, env_override
+    from hydra.core.utils import env_override
 
+    from dlrun._upstream import hydra_save_config
     from dlrun.tasks import run_task
 
     cfg = compose_job(overrides)
@@ -87,9 +83,9 @@ def run(overrides: Sequence[str] = ()) -> Any:
             del task_cfg["hydra"]
         if cfg.hydra.output_subdir is not None:  # the same .hydra/ record the CLI leaves
             hydra_dir = output_dir / str(cfg.hydra.output_subdir)
-            _save_config(task_cfg, "config.yaml", hydra_dir)
-            _save_config(HydraConfig.instance().cfg, "hydra.yaml", hydra_dir)
-            _save_config(cfg.hydra.overrides.task, "overrides.yaml", hydra_dir)
+            hydra_save_config(task_cfg, "config.yaml", hydra_dir)
+            hydra_save_config(HydraConfig.instance().cfg, "hydra.yaml", hydra_dir)
+            hydra_save_config(cfg.hydra.overrides.task, "overrides.yaml", hydra_dir)
         with env_override(OmegaConf.to_container(cfg.hydra.job.env_set)), _interrupts_as_run_interrupted():
             return run_task(task_cfg)
     finally:
@@ -117,8 +113,8 @@ def load(ckpt_or_run: str | Path, tracking_uri: str | None = None, download_dir:
     checkpoint is downloaded to ``download_dir`` (default a temporary folder). ``.datamodule`` carries
     the checkpoint's data state (a text model's vocabularies); no data files are read.
     """
-    from dlrun.checkpoints import resolve
-    from dlrun.wiring import load_trained
+    from dlrun.tasks.checkpoints import resolve
+    from dlrun.tasks.parts import load_trained
 
     source = resolve(
         str(ckpt_or_run), tracking_uri, Path.cwd(), Path(download_dir) if download_dir else None, describe=False

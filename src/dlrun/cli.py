@@ -11,14 +11,7 @@ import signal
 import sys
 from typing import Any
 
-from dlrun.errors import RunInterrupted, TrialPruned, UserError
-
-CONFIG_NAME = "config"
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise RunInterrupted(signum)
-
+from dlrun.errors import RunInterrupted, TrialPruned, UserError, one_line, raise_interrupt
 
 # A job's failure, kept here instead of raised inside Hydra (whose job runner would add its own report).
 _failures: list[BaseException] = []
@@ -31,13 +24,13 @@ def _task(cfg: Any) -> Any:
         return run_task(cfg)
     except BaseException as err:  # noqa: BLE001 - re-raised by main() once Hydra is done
         if isinstance(err, TrialPruned):  # stopped early by a search's pruner: an outcome, not a failure
-            from dlrun.tracking.sweep import JobPruned
+            from dlrun.sweeping.bookkeeping import JobPruned
 
             return JobPruned(err.epoch, err.value)
         _failures.append(err)
         if isinstance(err, (KeyboardInterrupt, RunInterrupted)):
             raise  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
-        from dlrun.tracking.sweep import JobFailed
+        from dlrun.sweeping.bookkeeping import JobFailed
 
         # Sweep jobs in other processes (joblib, SLURM) report failure through this return value.
         return JobFailed.of(err)
@@ -68,7 +61,7 @@ def main() -> None:
 
         print(f"dlrun {dlrun.__version__}")
         sys.exit(0)
-    from dlrun.user_code import make_importable
+    from dlrun.config.user_code import make_importable
 
     make_importable()  # the user's models and data modules, by _target_, here and in every child process
     code = _subcommand(sys.argv[1:])
@@ -76,7 +69,7 @@ def main() -> None:
         sys.exit(code)
     import hydra
 
-    from dlrun.config.search_path import register, shipped_dir
+    from dlrun.config.search_path import CONFIG_NAME, register, shipped_dir
 
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let failures reach us instead of Hydra's multi-line report; we print one line (or re-raise).
@@ -84,13 +77,13 @@ def main() -> None:
     register()
     entry = hydra.main(config_path=str(shipped_dir("conf")), config_name=CONFIG_NAME, version_base="1.3")(_task)
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _raise_interrupt)
+        signal.signal(signum, raise_interrupt)
     try:
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
             _help(entry)
             return
         entry()
-        from dlrun.tracking import sweep
+        from dlrun.sweeping import bookkeeping as sweep
 
         if sweep.failure is not None or _failures:  # a sweep's summary of its failed jobs comes first
             raise sweep.failure or _failures[0]
@@ -102,7 +95,7 @@ def main() -> None:
         if show_traceback:
             raise
         code, line = describe_error(err, sys.argv[1:])
-        print(f"dlrun: error: {_one_line(line)}", file=sys.stderr, flush=True)
+        print(f"dlrun: error: {one_line(line)}", file=sys.stderr, flush=True)
         sys.exit(code)
 
 
@@ -131,9 +124,9 @@ def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:
     if isinstance(err, KeyboardInterrupt):
         return 130, "interrupted"
     if isinstance(err, UserError):
-        return err.exit_code, _one_line(str(err))
+        return err.exit_code, one_line(str(err))
     if isinstance(err, OverrideParseException):
-        return 2, f"{_unparsable(argv)}: cannot parse this override ({_one_line(str(err))})"
+        return 2, f"{_unparsable(argv)}: cannot parse this override ({one_line(str(err))})"
     if isinstance(err, HydraException):
         return 2, _hydra_message(err, argv)
     if isinstance(err, OmegaConfBaseException):
@@ -143,12 +136,12 @@ def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:
             return 2, f"{key}: missing mandatory value (set {key}=...)"
         return 2, f"{key}: {first}" if key and key not in first else first
     if type(err).__name__ == "MisconfigurationException":
-        return 2, f"trainer: {_one_line(str(err))}"
+        return 2, f"trainer: {one_line(str(err))}"
     if isinstance(err, OSError) and err.filename:
         return _path_error(err, argv)
     if type(err).__name__ == "MlflowException":
-        return 1, f"tracking.uri: MLflow store error: {_one_line(str(err).splitlines()[0] if str(err) else '')[:300]}"
-    cause = f"{type(err).__name__}: {_one_line(str(err))}"
+        return 1, f"tracking.uri: MLflow store error: {one_line(str(err).splitlines()[0] if str(err) else '')[:300]}"
+    cause = f"{type(err).__name__}: {one_line(str(err))}"
     return 1, f"{cause} (set HYDRA_FULL_ERROR=1 for the traceback)"
 
 
@@ -187,14 +180,6 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep) or folder.startswith(path + os.sep)
 
 
-# Terminal colour codes inside library messages (torch's weights_only advice) must not reach a plain error line.
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(_ANSI.sub("", text).split())
-
-
 def _hydra_message(err: BaseException, argv: list[str]) -> str:
     text = str(err)
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
@@ -215,7 +200,7 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
     cause = err.__cause__
     if cause is not None and getattr(cause, "full_key", None):
         return f"{cause.full_key}: {str(cause).splitlines()[0]}"
-    return _one_line(text.split("\nConfig search path")[0])
+    return one_line(text.split("\nConfig search path")[0])
 
 
 def _did_you_mean(name: str, candidates: list[str], prefix: str) -> str:
@@ -231,7 +216,7 @@ def _known_keys_hint(key: str, argv: list[str]) -> str:
     from hydra import compose, initialize_config_dir
     from omegaconf import DictConfig, OmegaConf
 
-    from dlrun.config.search_path import shipped_dir
+    from dlrun.config.search_path import CONFIG_NAME, shipped_dir
 
     parent, _, name = key.rpartition(".")
     overrides = [a for a in argv if not a.startswith("-") and a.split("=", 1)[0].lstrip("+~") != key]

@@ -104,13 +104,24 @@ class Objective(pl.LightningModule):
         """Lightning callbacks this objective adds to a run (plots, samples, tags set at test end)."""
         return []
 
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """For ``task=predict`` on a classifier: class probabilities ``(batch, classes)`` of a batch as the data
+        module hands it over (after ``on_after_batch_transfer``). Text models implement ``predict_lines`` instead."""
+        return super().predict_step(batch, batch_idx)
+
     def predict_lines(self, lines: list[str], datamodule: Any) -> list[str]:
         """Optional, for text models: one output line per input line (``task=predict input=FILE``),
         e.g. a translation or a continuation; ``datamodule`` carries the checkpoint's vocabularies."""
         raise NotImplementedError
 
 
-REQUIRED_OBJECTIVE = ("monitor", "mode", "example_input", "count_units")
+# The one table of what a contract subclass must define itself. Methods are checked on the class before
+# anything is built; attributes (may be set in ``__init__``) on the instance.
+REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
+    "Objective": ("monitor", "mode", "example_input", "count_units"),
+    "DataModule": ("dims",),  # only when dlrun builds the network (the objective takes ``net``)
+}
+ATTRIBUTES = frozenset({"monitor", "mode"})
 
 
 def _qualname(obj: Any) -> str:
@@ -240,13 +251,13 @@ def check_classes(data_cls: Any, objective_cls: Any, builds_model: bool) -> None
             contract = f"see dlrun.contracts.{base.__name__}"
             raise ConfigError(f"{key}._target_: {_qualname(cls)} is not a {lightning.__name__} ({contract})")
     data_needs_dims = builds_model and isinstance(data_cls, type) and issubclass(data_cls, DataModule)
-    if data_needs_dims and not _overrides(data_cls, DataModule, "dims"):
-        raise ConfigError(f"data: {_qualname(data_cls)} does not implement dims (dlrun.contracts.DataModule)")
-    if isinstance(objective_cls, type) and issubclass(objective_cls, Objective):
-        for member in ("example_input", "count_units"):
-            if not _overrides(objective_cls, Objective, member):
-                name = _qualname(objective_cls)
-                raise ConfigError(f"objective: {name} does not implement {member} (dlrun.contracts.Objective)")
+    for key, cls, base, applies in (
+        ("data", data_cls, DataModule, data_needs_dims),
+        ("objective", objective_cls, Objective, isinstance(objective_cls, type) and issubclass(objective_cls, Objective)),
+    ):
+        for member in REQUIRED_MEMBERS[base.__name__] if applies else ():
+            if member not in ATTRIBUTES and not _overrides(cls, base, member):
+                raise ConfigError(f"{key}: {_qualname(cls)} does not implement {member} (dlrun.contracts.{base.__name__})")
 
 
 def data_view(datamodule: Any, key: str = "data") -> DataView:
@@ -271,8 +282,8 @@ def objective_view(
             f"{key}._target_: {_qualname(module)} is not a LightningModule (see dlrun.contracts.Objective)"
         )
     if isinstance(module, Objective):
-        for name in REQUIRED_OBJECTIVE:
-            if not _overrides(module, Objective, name) and not (name in ("monitor", "mode") and hasattr(module, name)):
+        for name in REQUIRED_MEMBERS["Objective"]:
+            if not _overrides(module, Objective, name) and not (name in ATTRIBUTES and hasattr(module, name)):
                 raise ConfigError(f"{key}: {_qualname(module)} does not implement {name} (dlrun.contracts.Objective)")
     monitor = monitor or getattr(module, "monitor", None)
     mode = mode or getattr(module, "mode", None)

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+# Terminal colour codes inside library messages (torch's weights_only advice) must not reach a plain error line.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def one_line(text: str) -> str:
+    """``text`` without terminal colour codes, its whitespace (newlines too) collapsed to single spaces."""
+    return " ".join(_ANSI.sub("", text).split())
+
 
 class UserError(Exception):
     """A fault in the user's input: config, data, checkpoint or environment."""
@@ -28,6 +38,11 @@ class RunInterrupted(BaseException):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """Signal handler of the CLI and ``dlrun.run``: Ctrl-C and SIGTERM become ``RunInterrupted``."""
+    raise RunInterrupted(signum)
 
 
 class TrialPruned(Exception):

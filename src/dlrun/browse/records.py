@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-PARENT_TAG = "mlflow.parentRunId"  # as dlrun.tracking.sweep writes them (not imported: that module needs Hydra)
+PARENT_TAG = "mlflow.parentRunId"  # as dlrun.sweeping.bookkeeping writes them (not imported: that module needs Hydra)
 SWEEP_ID_TAG = "dlrun.sweep_id"
 JOB_NUM_TAG = "dlrun.job_num"
 BEST_RUN_TAG = "dlrun.best_run_id"

@@ -15,10 +15,10 @@ from dlrun.errors import ConfigError, UserError
 
 def locate(path: str, key: str) -> Any:
     """Import the object named by a ``_target_`` string."""
-    from hydra._internal.utils import _locate
+    from dlrun._upstream import hydra_locate
 
     try:
-        return _locate(path)
+        return hydra_locate(path)
     except ImportError as err:
         raise ConfigError(f"{key}._target_: cannot import {path!r}") from err
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlrun._upstream import omegaconf_raw_value
 from dlrun.errors import ConfigError
 
 # Keys that describe this job, not the trained model: always taken from the current composition.
@@ -40,12 +41,11 @@ def restore_config(current: DictConfig, recorded: Mapping[str, Any], overrides: 
 def _copy_local_leaves(source: DictConfig, target: DictConfig) -> None:
     """Copy leaves of ``source`` written as machine-local interpolations (``${paths.data_dir}/...``) into ``target``."""
     for name in source:
-        raw = source._get_node(name)
-        if isinstance(raw, DictConfig):
+        value = omegaconf_raw_value(source, name)
+        if isinstance(value, DictConfig):
             if isinstance(target.get(name), DictConfig):
-                _copy_local_leaves(raw, target[name])
+                _copy_local_leaves(value, target[name])
             continue
-        value = raw._value() if raw is not None else None
         if isinstance(value, str) and any(marker in value for marker in LOCAL_MARKERS) and name in target:
             target[name] = value
 
@@ -84,10 +84,10 @@ def _apply_group(restored: DictConfig, current: DictConfig, name: str, line: str
 
 def _raw(cfg: DictConfig, name: str) -> Any:
     """``cfg[name]`` as plain data with its interpolations unresolved."""
-    node = cfg._get_node(name)
-    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
-        return OmegaConf.to_container(node, resolve=False)
-    return node._value() if node is not None else None
+    value = omegaconf_raw_value(cfg, name)
+    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+        return OmegaConf.to_container(value, resolve=False)
+    return value
 
 
 def _group_names(cfg: DictConfig) -> set[str]:

@@ -15,7 +15,10 @@ from hydra.plugins.config_source import ConfigResult, ConfigSource
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
+from dlrun._upstream import hydra_config_header, hydra_list_add_result, hydra_normalize_config_name
+
 PRESET_GROUP = "experiment"
+CONFIG_NAME = "config"  # the primary config, conf/config.yaml
 
 
 @cache
@@ -48,9 +51,9 @@ class PresetConfigSource(ConfigSource):
 
     def load_config(self, config_path: str) -> ConfigResult:
         """Load ``experiment/NAME.yaml`` from the presets folder."""
-        local = self._local(self._normalize_file_name(config_path))
+        local = self._local(hydra_normalize_config_name(config_path))
         with open(local, encoding="utf-8") as handle:
-            header = ConfigSource._get_header_dict(handle.read(512))
+            header = hydra_config_header(handle.read(512))
             handle.seek(0)
             cfg = OmegaConf.load(handle)
         return ConfigResult(config=cfg, path=f"{self.scheme()}://{self.path}", provider=self.provider, header=header)
@@ -68,7 +71,7 @@ class PresetConfigSource(ConfigSource):
 
     def is_config(self, config_path: str) -> bool:
         """``experiment/NAME`` is a config when ``NAME.yaml`` exists."""
-        local = self._local(self._normalize_file_name(config_path))
+        local = self._local(hydra_normalize_config_name(config_path))
         return local is not None and os.path.isfile(local)
 
     def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
@@ -82,7 +85,7 @@ class PresetConfigSource(ConfigSource):
         if local is None or not os.path.isdir(local):
             return files
         for name in os.listdir(local):
-            self._list_add_result(files, os.path.join(config_path, name), name, results_filter)
+            hydra_list_add_result(self, files, os.path.join(config_path, name), name, results_filter)
         return sorted(set(files))
 
 
@@ -128,11 +131,10 @@ def share_config_store() -> None:
     Copies now share the store, as on Hydra's main branch (facebookresearch/hydra#2928). Pickled
     sources (joblib workers) keep their own store as before.
     """
-    from hydra._internal.sources_registry import SourcesRegistry
+    from dlrun._upstream import hydra_structured_source
 
-    try:
-        source = SourcesRegistry.instance().resolve("structured")
-    except Exception:  # a Hydra without this source: nothing to share
+    source = hydra_structured_source()
+    if source is None:
         return
     source.__deepcopy__ = _copy_sharing_store
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from dlrun._upstream import optuna_trial
 from dlrun.errors import TrialPruned
 from dlrun.sweeping.study import RUN_ATTR, StudyRef
 
@@ -41,7 +42,7 @@ class TrialPruning(pl.Callback):
                 from dlrun.errors import UserError
 
                 raise UserError(f"trial.number: study {study.study_name!r} has no trial {self.number}")
-            self._trial = optuna.trial.Trial(study, found[0]._trial_id)
+            self._trial = optuna_trial(study, found[0])
             maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
             self._sign = -1.0 if maximize != (self.mode == "max") else 1.0
         return self._trial

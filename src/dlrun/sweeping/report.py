@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from dlrun.sweeping.recover import TRIAL_TAG, trial_runs
 from dlrun.sweeping.study import ERROR_ATTR, RUN_ATTR, StudyRef, load_study
-from dlrun.tracking.sweep_table import JobRow, best_row
+from dlrun.sweeping.table import JobRow, best_row
 
 # Groups whose choice a rerun must repeat (the others follow them or are the machine's: tracking, paths).
 RERUN_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlrun._upstream import optuna_trial
 from dlrun.errors import ConfigError, UserError
 
 DEFAULT_FILE = "optuna.db"
@@ -181,12 +182,11 @@ def orphaned_trials(study: Any) -> list[Any]:
 
 def fail_orphans(study: Any, reason: str) -> list[int]:
     """Mark the orphaned RUNNING trials FAIL (user attr ``dlrun.error``); their numbers."""
-    import optuna
     from optuna.trial import TrialState
 
     numbers = []
     for trial in orphaned_trials(study):
-        optuna.trial.Trial(study, trial._trial_id).set_user_attr(ERROR_ATTR, reason)
+        optuna_trial(study, trial).set_user_attr(ERROR_ATTR, reason)
         study.tell(trial.number, state=TrialState.FAIL)
         numbers.append(trial.number)
     return numbers

@@ -13,7 +13,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlrun._upstream import hydra_job_value
 from dlrun.errors import ConfigError
+from dlrun.sweeping.bookkeeping import JobFailed, JobPruned
 from dlrun.sweeping.pruners import build_pruner, pruner_spec
 from dlrun.sweeping.space import SearchSpace, search_space, trial_overrides
 from dlrun.sweeping.study import (
@@ -27,7 +29,6 @@ from dlrun.sweeping.study import (
     this_driver,
 )
 from dlrun.sweeping.threads import launcher_parallelism
-from dlrun.tracking.sweep import JobFailed, JobPruned
 
 ORPHAN_REASON = "the search process stopped during this trial (killed or crashed)"
 
@@ -49,7 +50,7 @@ def outcome(ret: Any) -> tuple[Any, float | None, str | None]:
     from hydra.core.utils import JobStatus
     from optuna.trial import TrialState
 
-    value = getattr(ret, "_return_value", None)
+    value = hydra_job_value(ret)
     if ret.status != JobStatus.COMPLETED:
         return TrialState.FAIL, None, f"{type(value).__name__}: {value}"
     if isinstance(value, JobPruned):

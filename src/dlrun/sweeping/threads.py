@@ -72,3 +72,10 @@ def apply_thread_budget(cfg: Any) -> int:
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def torch_threads() -> int:
+    """torch's intra-op threads in this process (set per job by ``resources.threads`` at task start)."""
+    import torch
+
+    return torch.get_num_threads()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -16,26 +16,14 @@ MODEL_NAME = "model"
 @contextmanager
 def _logging_target(uri: str, experiment_id: str) -> Iterator[None]:
     """MLflow's model logging reads the global tracking URI and experiment; point both at the run for the call."""
-    import mlflow
+    from dlrun._upstream import mlflow_tracking_uri
 
-    try:  # restores "unset" exactly (a later MLFLOW_TRACKING_URI still applies); private, hence the fallback
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-    except ImportError:
-        _use_tracking_uri = None
-    previous_uri = mlflow.get_tracking_uri()
     previous_experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")
     # Without this, MLflow 3 files the logged model under the store's Default experiment, not the run's.
     os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
     try:
-        if _use_tracking_uri is not None:
-            with _use_tracking_uri(uri):
-                yield
-        else:
-            mlflow.set_tracking_uri(uri)
-            try:
-                yield
-            finally:
-                mlflow.set_tracking_uri(previous_uri)
+        with mlflow_tracking_uri(uri):
+            yield
     finally:
         if previous_experiment is None:
             os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from dlrun.errors import RunInterrupted, TrialPruned
+from dlrun.errors import RunInterrupted, TrialPruned, one_line
 from dlrun.tracking.sqlite import prepare_sqlite
 from dlrun.tracking.store import check_server, check_writable, get_or_create_experiment, resolve_uri
 
@@ -29,6 +28,24 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:MAX_PARAM_LENGTH]
     return flat
+
+
+class Run(Protocol):
+    """What a task writes to: an open MLflow run (``TrackedRun``) or nothing at all (``NullRun``)."""
+
+    run_id: str | None
+    experiment_id: str | None
+    tracking_uri: str | None
+    status: str
+
+    def log_params(self, params: Mapping[str, str]) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None: ...
+    def log_text(self, text: str, name: str) -> None: ...
+    def log_yaml(self, data: Any, name: str) -> None: ...
+    def log_config(self, config: Mapping[str, Any], overrides: list[str]) -> None: ...
+    def terminate(self, status: str) -> None: ...
 
 
 @dataclass
@@ -145,7 +162,7 @@ def is_rank_zero() -> bool:
 
 
 @contextmanager
-def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
+def tracked_run(spec: RunSpec | None) -> Iterator[Run]:
     """Open a run; on exit mark it FINISHED, FAILED (with the error as tag ``dlrun.error``) or KILLED."""
     if spec is None or not is_rank_zero():
         yield NullRun()
@@ -185,7 +202,7 @@ def tracked_run(spec: RunSpec | None) -> Iterator[TrackedRun | NullRun]:
         raise
     except BaseException as err:
         _stop(monitor)
-        message = " ".join(re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", str(err)).split()) or type(err).__name__  # no colour codes
+        message = one_line(str(err)) or type(err).__name__
         try:
             run.set_tags({"dlrun.error": f"{type(err).__name__}: {message}"[:5000]})
         finally:

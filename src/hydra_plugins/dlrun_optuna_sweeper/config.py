@@ -5,7 +5,7 @@ Imported by Hydra's plugin scan on every start: keep it free of Optuna and dlrun
 
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -21,10 +21,10 @@ class TPESamplerConf:
     """optuna.samplers.TPESampler; other arguments: ``+hydra.sweeper.sampler.NAME=...``."""
 
     _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
-    multivariate: Optional[bool] = None
+    multivariate: bool | None = None
     constant_liar: bool = True  # parallel trials: running ones count as bad guesses, so a batch spreads out
 
 
@@ -33,7 +33,7 @@ class RandomSamplerConf:
     """optuna.samplers.RandomSampler."""
 
     _target_: str = "optuna.samplers.RandomSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -41,9 +41,9 @@ class CmaEsSamplerConf:
     """optuna.samplers.CmaEsSampler (needs ``pip install cmaes``)."""
 
     _target_: str = "optuna.samplers.CmaEsSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     n_startup_trials: int = 1
-    sigma0: Optional[float] = None
+    sigma0: float | None = None
     consider_pruned_trials: bool = False
     use_separable_cma: bool = False
     with_margin: bool = False
@@ -56,7 +56,7 @@ class GridSamplerConf:
 
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True  # the grid itself comes from hydra.sweeper.params
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 # ---- pruners (hydra/sweeper/pruner=...; or hydra.sweeper.pruner=NAME with Optuna's default settings)
@@ -117,17 +117,17 @@ class DlrunOptunaSweeperConf:
     """``hydra.sweeper`` of dlrun's Optuna sweeper; the keys of hydra-optuna-sweeper 1.3 keep their meaning."""
 
     _target_: str = "hydra_plugins.dlrun_optuna_sweeper.optuna_sweeper.DlrunOptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
     pruner: Any = MISSING  # a pruner group's node (default: none), or just its name: hydra.sweeper.pruner=median
     direction: Any = "minimize"  # minimize | maximize
-    storage: Optional[str] = None  # null: optuna.db beside MLflow's SQLite file (else the working directory)
-    study_name: Optional[str] = None  # null: the hparams_search preset's name, else the experiment's, else dlrun
+    storage: str | None = None  # null: optuna.db beside MLflow's SQLite file (else the working directory)
+    study_name: str | None = None  # null: the hparams_search preset's name, else the experiment's, else dlrun
     n_trials: int = 20  # finished trials (COMPLETE + PRUNED) the study should have: a rerun runs only the rest
-    n_jobs: Optional[int] = None  # trials launched together; null: as many as the launcher runs at once
+    n_jobs: int | None = None  # trials launched together; null: as many as the launcher runs at once
     max_failure_rate: float = 0.0  # stop launching once this fraction of this run's trials failed
-    params: Optional[Dict[str, Any]] = None  # the search space: key: choice(...) | range(...) | interval(...)
-    custom_search_space: Optional[str] = None  # dotted path of f(cfg, trial) that suggests more params
+    params: dict[str, Any] | None = None  # the search space: key: choice(...) | range(...) | interval(...)
+    custom_search_space: str | None = None  # dotted path of f(cfg, trial) that suggests more params
 
 
 store = ConfigStore.instance()

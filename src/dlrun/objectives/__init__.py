@@ -1,0 +1,1 @@
+"""Objectives: LightningModules that train a plain network (classification, translation, language model)."""

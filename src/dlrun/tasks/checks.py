@@ -1,0 +1,77 @@
+"""Config checks, before any data is read or any run opens: a config error leaves no trace in the store."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dlrun.config.build import check_node, locate
+from dlrun.config.validate import check_call, check_values
+from dlrun.contracts import check_classes
+from dlrun.errors import ConfigError
+from dlrun.tasks import TASKS
+
+
+def objective_takes(cfg: DictConfig) -> set[str]:
+    """Constructor parameters of the configured objective (``net``, ``optimizer``, ... for dlrun objectives)."""
+    target = locate(cfg.objective._target_, "objective") if "_target_" in cfg.objective else None
+    if target is None:
+        raise ConfigError("objective: needs a _target_ (a LightningModule class)")
+    return set(inspect.signature(target).parameters)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast on unknown keys and mistyped values in every group the run uses; drop ``model`` if unused.
+
+    A plain ``LightningModule`` objective builds its own network and optimizer: ``model``, ``optimizer``
+    and ``scheduler`` are then not built, not checked, and left out of the recorded config.
+    """
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
+    takes = objective_takes(cfg)
+    data_cls = check_node(cfg.data, "data")
+    objective_cls = check_node(cfg.objective, "objective")
+    check_classes(data_cls, objective_cls, builds_model="net" in takes)
+    if "net" in takes:
+        check_node(cfg.model, "model")
+    if "optimizer" in takes:
+        check_node(cfg.optimizer, "optimizer")
+        if cfg.scheduler.get("_target_"):
+            check_node(cfg.scheduler, "scheduler")
+    with open_dict(cfg):
+        for group, needed in (("model", "net"), ("optimizer", "optimizer"), ("scheduler", "scheduler")):
+            if needed not in takes and cfg.get(group) is not None:
+                cfg[group] = None  # the objective builds its own: record what actually ran
+    for name, node in callback_nodes(cfg).items():
+        check_node(node, f"callbacks.{name}")
+    trainer_kwargs(cfg)
+    check_values(cfg)  # types and ranges, by building what the run will build without data or weights
+    from dlrun.tasks.compile import check_compile_config
+
+    check_compile_config(cfg.get("compile"))
+
+
+def callback_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The ``callbacks`` group's ``_target_`` nodes by name; a node set to null (``callbacks.NAME=null``) is left out."""
+    nodes = cfg.get("callbacks") or {}
+    found = {}
+    for name, node in nodes.items():
+        if isinstance(node, DictConfig):
+            if "_target_" not in node:
+                raise ConfigError(f"callbacks.{name}: needs a _target_ (a Lightning Callback class)")
+            found[str(name)] = node
+    return found
+
+
+TRAINER_OWNED = {"callbacks", "logger", "default_root_dir", "enable_progress_bar", "enable_model_summary"}
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.trainer`` without nulls (nulls keep Lightning's defaults), checked against ``Trainer``."""
+    import pytorch_lightning as pl
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
+    check_call(pl.Trainer, kwargs, "trainer", provided=TRAINER_OWNED)
+    return kwargs

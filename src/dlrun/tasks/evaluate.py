@@ -1,0 +1,49 @@
+"""``task=eval``: test a trained checkpoint again, in a new MLflow run that points at its source.
+
+``ckpt`` is a checkpoint file, an MLflow run id or ``runs:/RUN_ID``; the source run's config is restored
+from the checkpoint, with this command line on top. ``split=val`` evaluates on the validation split.
+On the same data and weights the metrics equal the source run's exactly.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+SPLITS = ("test", "val")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Restore the source config, test (or validate) the checkpoint in a new run, return the split's metrics."""
+    import pytorch_lightning as pl
+
+    from dlrun.config.restore import restore_config
+    from dlrun.config.validate import check_choice
+    from dlrun.tasks.checkpoints import load_source
+    from dlrun.tasks.checks import check_config
+    from dlrun.tasks.job import current_job, run_spec, source_run_spec
+    from dlrun.tasks.parts import load_trained
+    from dlrun.tasks.trainer import build_trainer, contributed_callbacks, run_context
+    from dlrun.tracking.run import is_rank_zero, tracked_run
+
+    job = current_job(cfg)
+    source = load_source(cfg, job)
+    cfg = restore_config(cfg, source.config, job.overrides)
+    split = cfg.split
+    check_choice(split, SPLITS, "split")
+    check_config(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with tracked_run(source_run_spec(run_spec(cfg, job), source, "eval", cfg)) as run:
+        run.log_config(config, job.overrides)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        parts = load_trained(cfg, source.checkpoint, source.path)
+        parts.datamodule.prepare_data()
+        callbacks = contributed_callbacks(cfg, parts, run_context(cfg, job, run, config))
+        trainer = build_trainer(cfg, job, run, callbacks)
+        loop = trainer.test if split == "test" else trainer.validate
+        # The same entry point as training's final test: weights (and data state) come from the checkpoint file.
+        loop(parts.module, datamodule=parts.datamodule, ckpt_path=str(source.path), verbose=False)
+        metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(f"{split}/")}
+        if is_rank_zero():
+            origin = f"run {source.run_id}" if source.run_id else str(source.path)
+            print(f"{split} of {origin}: " + "  ".join(f"{k} {v:.6g}" for k, v in metrics.items()), flush=True)
+        return metrics

@@ -1,1 +1,0 @@
-"""Training: LightningModules that wrap plain networks, losses, metrics and callbacks."""
