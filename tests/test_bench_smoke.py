@@ -58,11 +58,20 @@ def test_report_keeps_the_text_around_the_markers(tmp_path: Path) -> None:
     assert path.read_text() == f"# Title\n\nnotes before\n\n{START}\nnew table\n{END}\n\nnotes after\n"
 
 
+@pytest.mark.parametrize("name", ["overhead", "presets", "report"])
+def test_gpu_script_finds_the_shared_modules(name: str) -> None:
+    """``python bench/gpu/NAME.py --help`` run from bench/gpu/: the GPU scripts find bench/common.py and the rest."""
+    argv = [sys.executable, str(BENCH / "gpu" / f"{name}.py"), "--help"]
+    proc = subprocess.run(argv, cwd=BENCH / "gpu", env=dlrun_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "usage:" in proc.stdout
+
+
 @pytest.mark.slow
 def test_gpu_overhead_runs_on_the_cpu_at_smoke_size(tmp_path: Path) -> None:
-    """``bench/gpu_overhead.py --smoke``: every side of every case (MNIST, seq2seq; compiled or not) and the phase table."""
-    out = tmp_path / "gpu_overhead.json"
-    argv = [sys.executable, str(BENCH / "gpu_overhead.py"), "--smoke", "--json", str(out)]
+    """``bench/gpu/overhead.py --smoke``: every side of every case (MNIST, seq2seq; compiled or not), phase table."""
+    out = tmp_path / "overhead.json"
+    argv = [sys.executable, str(BENCH / "gpu" / "overhead.py"), "--smoke", "--json", str(out)]
     proc = subprocess.run(argv, env=dlrun_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())

@@ -7,7 +7,7 @@ _LAZY = {"run": "dlrun.api", "load": "dlrun.api", "Loaded": "dlrun.api", "inspec
 
 
 def __getattr__(name: str):  # noqa: ANN202 - module-level lazy attributes (PEP 562)
-    """``dlrun.run``, ``dlrun.load`` (from ``dlrun.api``) and ``dlrun.inspect`` (``dlrun.models.inspection``): imported when first touched."""
+    """``dlrun.run``, ``dlrun.load`` (``dlrun.api``) and ``dlrun.inspect``: imported when first touched."""
     if name not in _LAZY:
         raise AttributeError(f"module 'dlrun' has no attribute {name!r}")
     import importlib

@@ -1,8 +1,8 @@
-"""dlrun from Python: ``dlrun.run([...overrides])`` runs a task like the CLI; ``dlrun.load(...)`` returns a trained model.
+"""dlrun from Python: ``dlrun.run([...overrides])`` runs a task like the CLI; ``dlrun.load(...)`` gives a trained model.
 
-    import dlrun
-    dlrun.run(["model=cnn", "trainer.max_epochs=1"])     # returns the task's result (train: optimized metric)
-    module, cfg = dlrun.load("runs:/<RUN_ID>")            # LightningModule in eval mode, and its config
+import dlrun
+dlrun.run(["model=cnn", "trainer.max_epochs=1"])     # returns the task's result (train: optimized metric)
+module, cfg = dlrun.load("runs:/<RUN_ID>")            # LightningModule in eval mode, and its config
 """
 
 from __future__ import annotations

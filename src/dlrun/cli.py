@@ -192,10 +192,14 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         key = unknown.group(1)
-        if any(a in ("task=eval", "task=predict") for a in argv) or any(a.startswith(("ckpt=", "resume=")) for a in argv):
+        if any(a in ("task=eval", "task=predict") for a in argv) or any(
+            a.startswith(("ckpt=", "resume=")) for a in argv
+        ):
             # The command line is composed before the checkpoint is read: its groups must be named to reach their keys.
-            return (f"{key}: not a key of the default config; to change a key of the checkpoint's config, name its "
-                    f"groups too (e.g. data=... model=...) or write +{key}=...")
+            return (
+                f"{key}: not a key of the default config; to change a key of the checkpoint's config, name its "
+                f"groups too (e.g. data=... model=...) or write +{key}=..."
+            )
         return f"{key}: unknown key{_known_keys_hint(key, argv)}"
     cause = err.__cause__
     if cause is not None and getattr(cause, "full_key", None):

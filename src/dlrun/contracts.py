@@ -253,11 +253,18 @@ def check_classes(data_cls: Any, objective_cls: Any, builds_model: bool) -> None
     data_needs_dims = builds_model and isinstance(data_cls, type) and issubclass(data_cls, DataModule)
     for key, cls, base, applies in (
         ("data", data_cls, DataModule, data_needs_dims),
-        ("objective", objective_cls, Objective, isinstance(objective_cls, type) and issubclass(objective_cls, Objective)),
+        (
+            "objective",
+            objective_cls,
+            Objective,
+            isinstance(objective_cls, type) and issubclass(objective_cls, Objective),
+        ),
     ):
         for member in REQUIRED_MEMBERS[base.__name__] if applies else ():
             if member not in ATTRIBUTES and not _overrides(cls, base, member):
-                raise ConfigError(f"{key}: {_qualname(cls)} does not implement {member} (dlrun.contracts.{base.__name__})")
+                raise ConfigError(
+                    f"{key}: {_qualname(cls)} does not implement {member} (dlrun.contracts.{base.__name__})"
+                )
 
 
 def data_view(datamodule: Any, key: str = "data") -> DataView:

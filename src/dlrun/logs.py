@@ -24,7 +24,11 @@ QUIET_LOGGERS = (
     "alembic.runtime.migration",
 )
 # Loggers that log an exception (with its traceback) which they then raise: dlrun reports it in one line.
-RAISING_LOGGERS = ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store", "mlflow.tracking._tracking_service.client")
+RAISING_LOGGERS = (
+    "mlflow.store.db.utils",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.tracking._tracking_service.client",
+)
 # Known harmless warnings of the libraries dlrun drives.
 QUIET_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\).*",
@@ -50,7 +54,7 @@ class NoTracebacks(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_third_party() -> Iterator[None]:
-    """For the duration of a dlrun task: third-party INFO chatter off, raised exceptions not logged, known warnings off."""
+    """During a dlrun task: third-party INFO chatter off, raised exceptions not logged, known warnings off."""
     quiet = [logging.getLogger(name) for name in QUIET_LOGGERS]
     levels = [logger.level for logger in quiet]
     no_tracebacks = NoTracebacks()
@@ -65,7 +69,7 @@ def quiet_third_party() -> Iterator[None]:
         try:
             yield
         finally:
-            for logger, level in zip(quiet, levels):
+            for logger, level in zip(quiet, levels, strict=True):
                 logger.setLevel(level)
             for logger in raising:
                 logger.removeFilter(no_tracebacks)

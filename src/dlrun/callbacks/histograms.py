@@ -26,7 +26,7 @@ def plot_histograms(values: dict[str, torch.Tensor], path: Path, title: str, col
     fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, name in zip(axes.flat, names):
+    for ax, name in zip(axes.flat, names, strict=False):
         data = values[name].detach().float().flatten().cpu().numpy()
         ax.axis("on")
         ax.hist(data, bins=bins, color="tab:blue")
@@ -86,10 +86,16 @@ class Histograms(pl.Callback):
         epoch = f"epoch_{trainer.current_epoch:03d}"
         folder = self.out_dir / "plots" / "histograms"
         weights = {n: p for n, p in pl_module.named_parameters() if p.dim() > 1}
-        self._publish(plot_histograms(dict(list(weights.items())[: self.max_panels]), folder / f"weights_{epoch}.png",
-                                      f"weights, {epoch}"))
-        layers = [n for n, m in pl_module.named_modules()
-                  if n and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+        self._publish(
+            plot_histograms(
+                dict(list(weights.items())[: self.max_panels]), folder / f"weights_{epoch}.png", f"weights, {epoch}"
+            )
+        )
+        layers = [
+            n
+            for n, m in pl_module.named_modules()
+            if n and not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+        ]
         outputs = activations(pl_module, self.example_input(self._batch), layers[: self.max_panels])
         flat = {n: torch.cat([t.flatten().float() for t in _tensors(v)]) for n, v in outputs.items() if _tensors(v)}
         self._publish(plot_histograms(flat, folder / f"activations_{epoch}.png", f"layer outputs, {epoch}"))

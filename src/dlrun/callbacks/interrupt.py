@@ -49,8 +49,11 @@ class CheckpointOnInterrupt(pl.Callback):
         if self._pending is None and self._previous:
             self._pending = signum
             name = signal.Signals(signum).name
-            print(f"dlrun: {name} received: stopping after this training step (send it again to stop now)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"dlrun: {name} received: stopping after this training step (send it again to stop now)",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         self._forward(signum, frame)
 
@@ -68,7 +71,9 @@ class CheckpointOnInterrupt(pl.Callback):
             self._at_step_end = at_step_end
             self._forward(signum, None)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._stop_if_pending(at_step_end=False)
 
     def on_train_batch_end(

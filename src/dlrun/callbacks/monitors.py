@@ -31,7 +31,9 @@ class Throughput(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start, self._end, self._validations, self._units = None, 0.0, [], 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._start is None:
             self._start = time.perf_counter()
 
@@ -112,7 +114,8 @@ class FiniteLoss(pl.Callback):
         if self._sum is not None and not bool(torch.isfinite(self._sum)):
             self._sum = None
             raise TrainingError(
-                f"train/loss became NaN or infinite in epoch {trainer.current_epoch + 1} (by step {trainer.global_step}); "
+                f"train/loss became NaN or infinite in epoch {trainer.current_epoch + 1} "
+                f"(by step {trainer.global_step}); "
                 "lower optimizer.lr or set trainer.gradient_clip_val"
             )
         self._sum = None
@@ -125,7 +128,9 @@ class EmbedConfig(pl.Callback):
         self.config = config
         self.extra = extra or {}
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint["dlrun"] = {"config": self.config, **self.extra}
 
 

@@ -36,7 +36,7 @@ def plain(value: Any) -> Any:
         return converted
     if isinstance(value, (list, tuple)):
         items_list = [plain(item) for item in value]
-        if all(new is old for new, old in zip(items_list, value)):
+        if all(new is old for new, old in zip(items_list, value, strict=True)):
             return value
         if isinstance(value, tuple):
             return tuple(items_list) if type(value) is tuple else type(value)(*items_list)  # namedtuples

@@ -23,7 +23,9 @@ TRAINED_GROUPS = ("data", "model", "objective")
 LOCAL_MARKERS = ("${paths.", "${hydra:", "${oc.env:")
 
 
-def restore_config(current: DictConfig, recorded: Mapping[str, Any], overrides: Sequence[str], key: str = "ckpt") -> DictConfig:
+def restore_config(
+    current: DictConfig, recorded: Mapping[str, Any], overrides: Sequence[str], key: str = "ckpt"
+) -> DictConfig:
     """``recorded`` (a checkpoint's config) + this job's keys and local paths + the job's ``overrides``."""
     restored = OmegaConf.create(dict(recorded))
     for name in current:
@@ -77,7 +79,10 @@ def _apply_group(restored: DictConfig, current: DictConfig, name: str, line: str
     if name in TRAINED_GROUPS:
         mine, theirs = current[name].get("_target_"), restored[name].get("_target_")
         if mine != theirs:
-            raise ConfigError(f"{line}: the checkpoint ({key}) was trained with {name} {theirs}; drop {line} or pick a matching checkpoint")
+            raise ConfigError(
+                f"{line}: the checkpoint ({key}) was trained with {name} {theirs}; "
+                f"drop {line} or pick a matching checkpoint"
+            )
         return
     restored[name] = _raw(current, name)
 

@@ -77,7 +77,7 @@ def matches(value: Any, hint: Any) -> bool:
         if not isinstance(value, (list, tuple)):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
+            return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args, strict=True))
         return not args or all(matches(v, args[0]) for v in value)
     if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
         return isinstance(value, dict)
@@ -118,7 +118,13 @@ def describe(hint: Any) -> str:
 # Lightning stops a run by any of these; with none of them, trainer.max_epochs=-1 trains forever.
 _OTHER_STOPPING_RULES = ("trainer.max_steps", "trainer.max_time", "trainer.fast_dev_run", "early_stopping.patience")
 # torch.optim's wording of a bad value ("Invalid learning rate: -0.1") -> the constructor argument.
-_TORCH_WORDING = {"learning rate": "lr", "epsilon": "eps", "beta": "betas", "momentum": "momentum", "weight_decay": "weight_decay"}
+_TORCH_WORDING = {
+    "learning rate": "lr",
+    "epsilon": "eps",
+    "beta": "betas",
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+}
 # Required int arguments a data module fills in once it has read its data (vocabulary sizes): stood in by this.
 STAND_IN_SIZE = 16
 
@@ -140,7 +146,9 @@ def check_values(cfg: Any) -> None:
     dims, stood_in = _known_dims(datamodule)
     # A plain LightningModule objective builds its own network and optimizer: those groups are None then.
     model, optimizer_node = cfg.get("model"), cfg.get("optimizer")
-    net = _dry_model(model, dims, stood_in, str(cfg.data._target_)) if model is not None and "_target_" in model else None
+    net = (
+        _dry_model(model, dims, stood_in, str(cfg.data._target_)) if model is not None and "_target_" in model else None
+    )
     optimizer = _dry_build(optimizer_node, "optimizer", deferred=("params",)) if optimizer_node is not None else None
     opt = _call(optimizer, "optimizer", optimizer_node, _dummy_parameters()) if callable(optimizer) else None
     scheduler = None
@@ -151,7 +159,11 @@ def check_values(cfg: Any) -> None:
     if "_target_" in cfg.get("objective", {}):
         import torch
 
-        provided = {"net": net if net is not None else torch.nn.Identity(), "optimizer": optimizer, "scheduler": scheduler}
+        provided = {
+            "net": net if net is not None else torch.nn.Identity(),
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+        }
         with _meta_device():
             _dry_build(cfg.objective, "objective", skip_unknown_faults=stood_in, **provided, **dims)
     if cfg.get("trainer") is not None:
@@ -239,7 +251,11 @@ def _culprit(key: str, values: Mapping[str, Any], message: str) -> str:
     if found:
         return f"{key}.{min(found)[2]}"
     for name, value in values.items():  # "No supported gpu backend": about accelerator=gpu
-        if isinstance(value, str) and len(value) > 1 and re.search(rf"(?<!\w){re.escape(value.lower())}(?!\w)", lowered):
+        if (
+            isinstance(value, str)
+            and len(value) > 1
+            and re.search(rf"(?<!\w){re.escape(value.lower())}(?!\w)", lowered)
+        ):
             return f"{key}.{name}"
     for words, name in _TORCH_WORDING.items():
         if words in lowered and name in values:
@@ -252,7 +268,9 @@ def _fault(message: str) -> str:
     return re.sub(r"^\w+: ", "", message)
 
 
-def _dry_build(node: Any, key: str, deferred: Collection[str] = (), skip_unknown_faults: bool = False, **provided: Any) -> Any:
+def _dry_build(
+    node: Any, key: str, deferred: Collection[str] = (), skip_unknown_faults: bool = False, **provided: Any
+) -> Any:
     """Check names and types of ``node``, then instantiate it with the ``provided`` extras its target takes."""
     from hydra.errors import InstantiationException
     from hydra.utils import get_object, instantiate
@@ -298,7 +316,8 @@ def _dry_model(node: Any, dims: Mapping[str, Any], stood_in: bool, data_target: 
     if missing and not stood_in:
         raise ConfigError(
             f"model: {node._target_} needs {', '.join(missing)}, which data ({data_target}) does not provide "
-            f"(it gives {', '.join(dims) or 'no sizes'}); pick a data module made for this model, or set model.{missing[0]}"
+            f"(it gives {', '.join(dims) or 'no sizes'}); "
+            f"pick a data module made for this model, or set model.{missing[0]}"
         )
     if stood_in:
         dims = {**dims, **{name: STAND_IN_SIZE for name in missing}}

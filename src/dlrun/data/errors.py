@@ -8,7 +8,7 @@ class DataError(UserError):
 
 
 def check_at_least(*rules: tuple[str, int, int]) -> None:
-    """Raise ``ValueError("name: must be >= least, got value")`` for the first ``(name, value, least)`` below its floor."""
+    """Raise ``ValueError("name: must be >= least, got value")`` for the first ``(name, value, least)`` too small."""
     for name, value, least in rules:
         if value < least:
             raise ValueError(f"{name}: must be >= {least}, got {value}")

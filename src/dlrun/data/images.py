@@ -35,6 +35,8 @@ def read_image_folder(folder: str | Path, size: Sequence[int] = (28, 28)) -> tup
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"{path}: not a readable PNG image ({err})") from err
         if gray.size != (width, height):
-            raise DataError(f"{path}: image is {gray.size[0]}x{gray.size[1]}, expected {width}x{height} (width x height)")
+            raise DataError(
+                f"{path}: image is {gray.size[0]}x{gray.size[1]}, expected {width}x{height} (width x height)"
+            )
         images.append(np.asarray(gray, dtype=np.uint8))
     return [p.name for p in files], torch.from_numpy(np.stack(images))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -15,13 +14,13 @@ from dlrun.data.samplers import whole_batch_loader
 from dlrun.data.streams import StreamWindows, WindowSampler, cut_streams
 from dlrun.data.text import read_lines
 from dlrun.data.tokenizer import detokenize, tokenize
-from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
+from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary, VocabularyState
 
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
-class LanguageModelDataModule(DataModule):
+class LanguageModelDataModule(VocabularyState, DataModule):
     """Three text files (plain or .gz, UTF-8, one sentence per line) as streams of next-token windows.
 
     Each split is tokenized (``lowercase``), encoded with the training split's vocabulary
@@ -84,10 +83,15 @@ class LanguageModelDataModule(DataModule):
             self._tokens[split] = sentences
         return self._tokens[split]
 
+    def _build_vocabularies(self) -> None:
+        self.vocab = Vocabulary.build(self._sentences("train"), self.min_freq, self.max_size)
+
+    def _vocabularies_changed(self) -> None:
+        self._ids.clear()  # encoded with other ids; tokenized sentences stay cached
+
     def _vocab(self) -> Vocabulary:
-        if self.vocab is None:
-            self.vocab = Vocabulary.build(self._sentences("train"), self.min_freq, self.max_size)
-        return self.vocab
+        (vocab,) = self.vocabularies()
+        return vocab
 
     def stream(self, split: str) -> torch.Tensor:
         """The whole encoded split ``(N,)``: each sentence's ids followed by ``<eos>``."""
@@ -125,19 +129,6 @@ class LanguageModelDataModule(DataModule):
             "eos_index": EOS_INDEX,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        """The vocabulary as a plain list (empty before it exists), saved into Lightning checkpoints."""
-        return {"vocab": self.vocab.to_list()} if self.vocab is not None else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Use a checkpoint's vocabulary instead of building one (re-encoding splits if it differs)."""
-        if not state_dict:
-            return
-        vocab = Vocabulary.from_list(state_dict["vocab"])
-        if vocab != self.vocab:
-            self.vocab = vocab
-            self._ids.clear()  # encoded with other ids; tokenized sentences stay cached
-
     def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
         """Publish ``vocab/vocab.txt`` (one token per line, in id order) at once; no callbacks."""
         path = self.save_vocab(run.output_dir / "vocab")
@@ -159,9 +150,8 @@ class LanguageModelDataModule(DataModule):
 
     def save_vocab(self, directory: str | Path) -> Path:
         """Write ``vocab.txt`` (one token per line, in id order) into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        return self._vocab().save(directory / "vocab.txt")
+        (path,) = self.save_vocabularies(directory)
+        return path
 
     # ------------------------------------------------------------------ dataloaders
     def _loader(self, split: str) -> DataLoader:

@@ -1,4 +1,5 @@
-"""MNIST held in memory as uint8 tensors (on the host, or whole on the training device), batched by index and normalized per batch."""
+"""MNIST held in memory as uint8 tensors (on the host, or whole on the training device), batched by index,
+normalized per batch."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path) -> tuple[list[str]
             f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}: files must be sentence-aligned"
         )
     kept_src, kept_tgt = [], []
-    for src, tgt in zip(sources, targets):
+    for src, tgt in zip(sources, targets, strict=True):
         src, tgt = src.strip(), tgt.strip()
         if src and tgt:
             kept_src.append(src)

@@ -9,7 +9,9 @@ from dlrun.data.tokenizer import tokenize
 from dlrun.data.vocab import Vocabulary
 
 
-def source_batches(lines: Sequence[str], vocab: Vocabulary, batch_size: int, lowercase: bool = True) -> Iterator[TextBatch]:
+def source_batches(
+    lines: Sequence[str], vocab: Vocabulary, batch_size: int, lowercase: bool = True
+) -> Iterator[TextBatch]:
     """Batches of ``lines`` in order; each batch's ``ids`` map its rows back to line numbers.
 
     Targets are empty (``<bos> <eos>``): only ``src`` and ``src_lengths`` matter for translation.

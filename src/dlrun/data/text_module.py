@@ -15,21 +15,24 @@ from dlrun.data.samplers import ordered_batches, whole_batch_loader
 from dlrun.data.text import read_parallel
 from dlrun.data.text_batching import BATCHING_MODES, Ragged, TextBatch, TextDataset, make_batch_sampler
 from dlrun.data.tokenizer import detokenize, tokenize
-from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
+from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary, VocabularyState
 
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
-class TextDataModule(DataModule):
+class TextDataModule(VocabularyState, DataModule):
     """Sentence pairs from six files (train/val/test x source/target), tokenized, encoded and batched.
 
     Vocabularies come from the training split only. ``batching`` picks how training batches are
     formed (see ``dlrun.data.text_batching``); ``sort_pool`` sets how many batches ``bucket`` sorts
-    by length together (0: the whole split); ``max_tokens`` caps ``tokens`` batches (``batch_size`` does not apply there).
+    by length together (0: the whole split); ``max_tokens`` caps ``tokens`` batches (``batch_size`` does not apply
+    there).
     Validation and test batches hold ``batch_size`` pairs in file order. ``max_len`` (words) drops
     longer training pairs and is the fixed width of ``padded``. ``max_size`` counts non-special tokens.
     """
+
+    VOCABULARIES = ("src_vocab", "tgt_vocab")
 
     def __init__(
         self,
@@ -117,7 +120,11 @@ class TextDataModule(DataModule):
         tgt_tokens = [tokenize(line, self.lowercase) for line in targets]
         if split == "train" and split not in self._lines:
             limit = self.max_len
-            keep = [i for i, (s, t) in enumerate(zip(src_tokens, tgt_tokens)) if len(s) <= limit and len(t) <= limit]
+            keep = [
+                i
+                for i, (s, t) in enumerate(zip(src_tokens, tgt_tokens, strict=True))
+                if len(s) <= limit and len(t) <= limit
+            ]
             self.filtered[split] = len(sources) - len(keep)
             sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
             src_tokens, tgt_tokens = [src_tokens[i] for i in keep], [tgt_tokens[i] for i in keep]
@@ -130,11 +137,15 @@ class TextDataModule(DataModule):
         self._lines[split] = (sources, targets)
         return src_tokens, tgt_tokens
 
+    def _build_vocabularies(self) -> None:
+        self._load("train")
+
+    def _vocabularies_changed(self) -> None:
+        self._datasets.clear()  # encoded with other ids; raw lines stay cached
+
     def _vocabs(self) -> tuple[Vocabulary, Vocabulary]:
-        if self.src_vocab is None or self.tgt_vocab is None:
-            self._load("train")
-        assert self.src_vocab is not None and self.tgt_vocab is not None
-        return self.src_vocab, self.tgt_vocab
+        src_vocab, tgt_vocab = self.vocabularies()
+        return src_vocab, tgt_vocab
 
     def setup(self, stage: str | None = None) -> None:
         """Load the splits ``stage`` needs (all for ``None``); repeated calls reuse what is loaded."""
@@ -172,22 +183,6 @@ class TextDataModule(DataModule):
         """Tokens (e.g. ``tgt_vocab.decode(ids)``) -> a sentence with natural punctuation spacing."""
         return detokenize(tokens)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Vocabularies as plain lists (empty before they exist), saved into Lightning checkpoints."""
-        if self.src_vocab is None or self.tgt_vocab is None:
-            return {}
-        return {"src_vocab": self.src_vocab.to_list(), "tgt_vocab": self.tgt_vocab.to_list()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Use the vocabularies of a checkpoint instead of building them (re-encoding loaded splits if they differ)."""
-        if not state_dict:
-            return
-        src_vocab = Vocabulary.from_list(state_dict["src_vocab"])
-        tgt_vocab = Vocabulary.from_list(state_dict["tgt_vocab"])
-        if src_vocab != self.src_vocab or tgt_vocab != self.tgt_vocab:
-            self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-            self._datasets.clear()  # encoded with other ids; raw lines stay cached
-
     def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
         """Publish the vocabularies as ``vocab/src_vocab.txt`` and ``vocab/tgt_vocab.txt``; no callbacks."""
         for path in self.save_vocab(run.output_dir / "vocab"):
@@ -212,10 +207,7 @@ class TextDataModule(DataModule):
 
     def save_vocab(self, directory: str | Path) -> list[Path]:
         """Write ``src_vocab.txt`` and ``tgt_vocab.txt`` (one token per line) into ``directory``."""
-        src_vocab, tgt_vocab = self._vocabs()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        return [src_vocab.save(directory / "src_vocab.txt"), tgt_vocab.save(directory / "tgt_vocab.txt")]
+        return self.save_vocabularies(directory)
 
     def pad_fraction(self, split: str = "train", epoch: int = 0) -> float:
         """Padding / all tokens (source and target) over the batches of one epoch, from lengths alone."""
@@ -251,7 +243,9 @@ class TextDataModule(DataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._load(split)
-        return whole_batch_loader(dataset, self._sampler(split, dataset), self.num_workers)  # id lists, collated at once
+        return whole_batch_loader(
+            dataset, self._sampler(split, dataset), self.num_workers
+        )  # id lists, collated at once
 
     def train_dataloader(self) -> DataLoader:
         """Training batches formed by ``batching``, reshuffled every epoch."""

@@ -13,9 +13,7 @@ def _check_inputs(query: Tensor, keys: Tensor, mask: Tensor) -> None:
     if query.dim() != 3:
         raise ValueError(f"query: expected (batch, T, query_size), got shape {tuple(query.shape)}")
     if keys.dim() != 3 or keys.size(0) != query.size(0):
-        raise ValueError(
-            f"keys: expected (batch={query.size(0)}, src_len, key_size), got shape {tuple(keys.shape)}"
-        )
+        raise ValueError(f"keys: expected (batch={query.size(0)}, src_len, key_size), got shape {tuple(keys.shape)}")
     expected = (keys.size(0), 1, keys.size(1))
     if tuple(mask.shape) != expected:
         raise ValueError(f"mask: expected shape {expected}, got {tuple(mask.shape)}")
@@ -70,9 +68,7 @@ class BahdanauAttention(nn.Module):
 class LuongAttention(nn.Module):
     """Multiplicative attention: ``dot`` score q.k or ``general`` score (W q).k."""
 
-    def __init__(
-        self, key_size: int, query_size: int, score: Literal["dot", "general"] = "general"
-    ) -> None:
+    def __init__(self, key_size: int, query_size: int, score: Literal["dot", "general"] = "general") -> None:
         super().__init__()
         if score not in ("dot", "general"):
             raise ValueError(f"score: expected 'dot' or 'general', got {score!r}")
@@ -83,9 +79,7 @@ class LuongAttention(nn.Module):
             )
         self.score = score
         # Projecting the query (not the keys) costs one small matmul per decoding step.
-        self.query_layer = (
-            nn.Linear(query_size, key_size, bias=False) if score == "general" else None
-        )
+        self.query_layer = nn.Linear(query_size, key_size, bias=False) if score == "general" else None
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """Return keys (batch, src_len, key_size) unchanged: Luong scores need no key projection."""

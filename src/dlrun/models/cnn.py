@@ -37,11 +37,13 @@ class CNN(nn.Module):
         self.input_shape = tuple(input_shape)
         in_channels, height, width = self.input_shape
         convs: list[nn.Module] = []
-        for out_channels, kernel in zip(channels, kernel_sizes):
+        for out_channels, kernel in zip(channels, kernel_sizes, strict=True):
             convs += [nn.Conv2d(in_channels, out_channels, kernel), make_activation(activation)]
             in_channels, height, width = out_channels, height - kernel + 1, width - kernel + 1
         if height < pool_size or width < pool_size:
-            raise ValueError(f"kernel_sizes: convs shrink {self.input_shape} to {height}x{width}, below pool_size {pool_size}")
+            raise ValueError(
+                f"kernel_sizes: convs shrink {self.input_shape} to {height}x{width}, below pool_size {pool_size}"
+            )
         self.features = nn.Sequential(*convs, nn.MaxPool2d(pool_size), nn.Dropout(conv_dropout), nn.Flatten())
         # flatten_size is derived from the shapes; setting it explicitly checks a config against them.
         derived = in_channels * (height // pool_size) * (width // pool_size)
@@ -61,5 +63,7 @@ class CNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(batch, channels, height, width)`` -> logits ``(batch, num_classes)``."""
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"CNN input: expected (batch, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"CNN input: expected (batch, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+            )
         return self.head(self.features(x))

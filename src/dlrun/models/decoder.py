@@ -115,9 +115,7 @@ class AttentionDecoder(nn.Module):
             rnn_input = torch.cat([rnn_input, state.att_vector], dim=-1)
         output, hidden = self.rnn(rnn_input, state.hidden)
         context, weights = self.attention(output, memory.outputs, memory.mask, memory.proj_keys)
-        att_vector = self.hidden_dropout(
-            torch.tanh(self.att_vector_layer(torch.cat([output, context], dim=-1)))
-        )
+        att_vector = self.hidden_dropout(torch.tanh(self.att_vector_layer(torch.cat([output, context], dim=-1))))
         return att_vector, DecoderState(hidden, att_vector), weights
 
     def step(
@@ -130,9 +128,7 @@ class AttentionDecoder(nn.Module):
         att_vector, state, weights = self._step(self.embed(prev_tokens).unsqueeze(1), memory, state)
         return self._logits(att_vector).squeeze(1), state, weights.squeeze(1)
 
-    def forward(
-        self, tgt_in: Tensor, memory: EncoderMemory, state: DecoderState
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, tgt_in: Tensor, memory: EncoderMemory, state: DecoderState) -> tuple[Tensor, Tensor]:
         """Decode the whole of tgt_in (batch, tgt_len), starting with <bos>.
 
         Returns logits (batch, tgt_len, vocab_size) and attention (batch, tgt_len, src_len).
@@ -144,9 +140,7 @@ class AttentionDecoder(nn.Module):
             # Without feedback between steps the GRU and attention run over all steps at once.
             output, _ = self.rnn(self.emb_dropout(self.embed(tgt_in)), state.hidden)
             context, weights = self.attention(output, memory.outputs, memory.mask, memory.proj_keys)
-            att_vectors = self.hidden_dropout(
-                torch.tanh(self.att_vector_layer(torch.cat([output, context], dim=-1)))
-            )
+            att_vectors = self.hidden_dropout(torch.tanh(self.att_vector_layer(torch.cat([output, context], dim=-1))))
             return self._logits(att_vectors), weights
 
         att_vectors, all_weights, step_logits = [], [], []

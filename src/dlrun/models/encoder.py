@@ -49,9 +49,7 @@ class RecurrentEncoder(nn.Module):
                 f"lengths: expected shape ({batch_size},), got {tuple(lengths.shape)} "
                 f"(embedded has shape {tuple(embedded.shape)})"
             )
-        packed = pack_padded_sequence(
-            self.emb_dropout(embedded), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
+        packed = pack_padded_sequence(self.emb_dropout(embedded), lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, hidden = self.rnn(packed)
         # total_length keeps src_len even if every sentence is shorter, so shapes match the mask.
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src_len)

@@ -200,5 +200,9 @@ def _detach(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, (tuple, list)):
-        return type(value)(_detach(v) for v in value) if not hasattr(value, "_fields") else type(value)(*map(_detach, value))
+        return (
+            type(value)(_detach(v) for v in value)
+            if not hasattr(value, "_fields")
+            else type(value)(*map(_detach, value))
+        )
     return value

@@ -49,5 +49,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs ``(batch, *input_shape)`` -> logits ``(batch, num_classes)``."""
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"MLP input: expected (batch, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"MLP input: expected (batch, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+            )
         return self.layers(x)

@@ -69,7 +69,7 @@ class RNNLanguageModel(nn.Module):
         sizes = [emb_size] + [hidden_size] * (num_layers - 1)
         self.layers = nn.ModuleList(layer_cls(size, hidden_size, batch_first=True) for size in sizes)
         self.cells = nn.ModuleList(cell_cls(size, hidden_size) for size in sizes)
-        for layer, unit in zip(self.layers, self.cells):
+        for layer, unit in zip(self.layers, self.cells, strict=True):
             # Same Parameter objects: one set of weights, two ways to run them (as weight tying shares).
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 setattr(unit, name, getattr(layer, f"{name}_l0"))

@@ -137,4 +137,3 @@ class Seq2Seq(nn.Module):
         memory, state = self._encode(src, host_lengths)
         logits, attention = self.decoder(tgt_in, memory, state)
         return (logits, attention) if return_attention else logits
-

@@ -72,10 +72,14 @@ class ClassificationModule(NetworkObjective):
         loss = self.loss_fn(self.net(x), y)
         trainer = lightning_attached_trainer(self)
         if trainer is None or step_is_shown(trainer, batch_idx):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar_shows_metrics(trainer), batch_size=len(y))
+            self.log(
+                "train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar_shows_metrics(trainer), batch_size=len(y)
+            )
         return loss
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy
+    ) -> torch.Tensor:
         x, y = batch
         logits = self.net(x)
         self.log(f"{stage}/loss", self.loss_fn(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)

@@ -137,7 +137,14 @@ class LanguageModelObjective(NetworkObjective):
         self.log("train/ppl", self.train_ppl, on_step=False, on_epoch=True)
         trainer = lightning_attached_trainer(self)
         if trainer is None or step_is_shown(trainer, batch_idx):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar_shows_metrics(trainer), batch_size=batch.tokens.size(0))
+            self.log(
+                "train/loss",
+                loss,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=bar_shows_metrics(trainer),
+                batch_size=batch.tokens.size(0),
+            )
         return loss
 
     # -- validation and test -------------------------------------------------------------
@@ -165,7 +172,6 @@ class LanguageModelObjective(NetworkObjective):
         size = batch.target.numel()
         self.log(f"{kind}/loss", loss_sum / n_tokens.clamp(min=1), on_epoch=True, batch_size=size, sync_dist=True)
         self.log(f"{kind}/ppl", perplexity, on_epoch=True, prog_bar=kind == "val")
-
 
     # -- checkpoints ---------------------------------------------------------------------
 

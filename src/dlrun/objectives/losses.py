@@ -17,8 +17,7 @@ def masked_cross_entropy(
     """
     if logits.dim() != 3 or logits.shape[:2] != target.shape:
         raise ValueError(
-            f"logits: expected shape (batch, T, V) matching target {tuple(target.shape)}, "
-            f"got {tuple(logits.shape)}"
+            f"logits: expected shape (batch, T, V) matching target {tuple(target.shape)}, got {tuple(logits.shape)}"
         )
     # float32 keeps the log-softmax accurate under mixed precision.
     loss_sum = F.cross_entropy(
@@ -30,4 +29,3 @@ def masked_cross_entropy(
     )
     n_tokens = (target != pad_index).sum()
     return loss_sum, n_tokens
-

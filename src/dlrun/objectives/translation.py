@@ -111,7 +111,14 @@ class TranslationModule(NetworkObjective):
         loss = loss_sum / n_tokens.clamp(min=1)
         trainer = lightning_attached_trainer(self)
         if trainer is None or step_is_shown(trainer, batch_idx):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar_shows_metrics(trainer), batch_size=batch.src.size(0))
+            self.log(
+                "train/loss",
+                loss,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=bar_shows_metrics(trainer),
+                batch_size=batch.src.size(0),
+            )
         # Lightning's epoch mean weighted by batch_size=total is sum(pad) / sum(total) over the epoch:
         # it accumulates on the device (no host sync per step) and is ready before epoch-end callbacks.
         pad = (batch.src == self.pad_index).sum() + (batch.tgt == self.pad_index).sum()
@@ -149,13 +156,19 @@ class TranslationModule(NetworkObjective):
         """Translate a batch: ``{"ids": (batch,), "tokens": (batch, out_len)}`` by ``decode``."""
         return {"ids": batch.ids, "tokens": self.translate(batch.src, batch.src_lengths)}
 
-
     # -- helpers --------------------------------------------------------------------------
 
     def _reset_eval(self) -> None:
         # float32, not float64: MPS has no float64, and split-sized sums fit float32 well enough.
         zero = torch.zeros((), device=self.device)
-        self._eval = {"loss": zero, "nll": zero.clone(), "tokens": zero.clone(), "hyps": [], "greedy": [], "samples": []}
+        self._eval = {
+            "loss": zero,
+            "nll": zero.clone(),
+            "tokens": zero.clone(),
+            "hyps": [],
+            "greedy": [],
+            "samples": [],
+        }
 
     def _evaluate(self, batch: Any, method: DecodeMethod, keep_samples: bool, also_greedy: bool = False) -> None:
         """Add one batch's summed loss, token count and hypotheses to the accumulators."""
@@ -173,10 +186,10 @@ class TranslationModule(NetworkObjective):
 
         tokens = self.translate(batch.src, batch.src_lengths, method)
         ids = batch.ids.tolist()
-        self._eval["hyps"].extend(zip(ids, tokens.cpu().tolist()))
+        self._eval["hyps"].extend(zip(ids, tokens.cpu().tolist(), strict=True))
         if also_greedy:
             greedy = self.translate(batch.src, batch.src_lengths, "greedy")
-            self._eval["greedy"].extend(zip(ids, greedy.cpu().tolist()))
+            self._eval["greedy"].extend(zip(ids, greedy.cpu().tolist(), strict=True))
         if keep_samples:
             rows = [i for i, example_id in enumerate(ids) if example_id < self.hparams.num_samples]
             if rows:
@@ -192,7 +205,10 @@ class TranslationModule(NetworkObjective):
         hyp = tokens.index_select(0, index)
         bos = hyp.new_full((len(rows), 1), self.net.bos_index)
         # src_lengths stay on the host (TextDataModule.transfer_batch_to_device); index them there.
-        src, lengths = batch.src.index_select(0, index), batch.src_lengths.index_select(0, index.to(batch.src_lengths.device))
+        src, lengths = (
+            batch.src.index_select(0, index),
+            batch.src_lengths.index_select(0, index.to(batch.src_lengths.device)),
+        )
         _, attention = self.net(src, lengths, torch.cat([bos, hyp], dim=1), return_attention=True)
         out = []
         for k, row in enumerate(rows):

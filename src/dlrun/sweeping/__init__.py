@@ -10,7 +10,7 @@ from typing import Any
 
 
 def trial_callbacks(cfg: Any, monitor: str, mode: str) -> list[Any]:
-    """Lightning callbacks of an Optuna trial job (report ``monitor`` at every validation, stop when pruned); [] otherwise."""
+    """Callbacks of an Optuna trial job (report ``monitor`` at every validation, stop when pruned); [] otherwise."""
     from omegaconf import OmegaConf
 
     trial = OmegaConf.select(cfg, "trial")

@@ -73,6 +73,9 @@ class TrialPruning(pl.Callback):
             epochs = trainer.current_epoch + 1
             shown = float(value) if value is not None else None
             if trainer.is_global_zero:
-                print(f"trial {self.number} pruned after epoch {epochs} ({self.monitor} {shown:.4f})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"trial {self.number} pruned after epoch {epochs} ({self.monitor} {shown:.4f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             raise TrialPruned(epochs, shown)

@@ -103,7 +103,7 @@ def _prefix(label: str) -> str:
 
 
 def parent_metrics(groups: list[SeedGroup], metric: str, mode: str) -> dict[str, float]:
-    """``<name>_mean/_std/_n`` of the best configuration, plus ``<config>/<name>_...`` of each when there are several."""
+    """``<name>_mean/_std/_n`` of the best configuration, and ``<config>/<name>_...`` of each when there are several."""
     out: dict[str, float] = {}
 
     def put(prefix: str, stats: dict[str, Stat]) -> None:

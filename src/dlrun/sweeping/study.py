@@ -43,7 +43,7 @@ class StudyRef:
 
 
 def storage_url(storage: str | None, tracking_uri: str | None, cwd: Path) -> str:
-    """The absolute storage URL: ``storage`` made absolute, or ``optuna.db`` beside MLflow's SQLite file / in ``cwd``."""
+    """The absolute storage URL: ``storage`` made absolute, or ``optuna.db`` beside MLflow's SQLite file (or in cwd)."""
     if not storage:
         folder = cwd
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
@@ -79,7 +79,9 @@ def study_ref(config: Any) -> StudyRef | None:
     cwd = Path(str(config.hydra.runtime.cwd))
     tracking_uri = OmegaConf.select(config, "tracking.uri") if OmegaConf.select(config, "tracking.enabled") else None
     choices = dict(config.hydra.runtime.choices)
-    return StudyRef(storage_url(sweeper.get("storage"), tracking_uri, cwd), study_name(sweeper.get("study_name"), choices))
+    return StudyRef(
+        storage_url(sweeper.get("storage"), tracking_uri, cwd), study_name(sweeper.get("study_name"), choices)
+    )
 
 
 def open_storage(url: str) -> Any:

@@ -175,7 +175,7 @@ class OptunaSearch:
             overrides = [trial_overrides(t.params, space.fixed) + trial_keys(ref, t.number) for t in trials]
             returns = self.launcher.launch(overrides, initial_job_idx=first)
             self.job_idx = first + len(returns)
-            for trial, ret in zip(trials, returns):
+            for trial, ret in zip(trials, returns, strict=True):
                 state, value, error = outcome(ret)
                 if error:
                     trial.set_user_attr(ERROR_ATTR, error[:2000])

@@ -38,7 +38,7 @@ def launcher_parallelism(hydra_cfg: Any) -> int:
 
 
 def thread_budget(cfg: Any) -> int | None:
-    """``resources.threads`` if set; else None when ``OMP_NUM_THREADS`` is set (respected); else cores // parallel jobs."""
+    """``resources.threads`` if set; else None when ``OMP_NUM_THREADS`` is set (kept); else cores // parallel jobs."""
     from omegaconf import OmegaConf
 
     chosen = OmegaConf.select(cfg, "resources.threads")

@@ -53,8 +53,27 @@ def read_checkpoint(path: Path, key: str = "ckpt") -> dict[str, Any]:
     return checkpoint
 
 
+def user_path(ref: str, cwd: Path) -> Path:
+    """A path as the user typed it (``ckpt=``, ``resume=``): ``~`` expanded, relative to the job's working directory."""
+    path = Path(ref).expanduser()
+    return path if path.is_absolute() else cwd / path
+
+
+def embedded_config(checkpoint: dict[str, Any], where: str) -> dict[str, Any]:
+    """The dlrun config a checkpoint carries; ``where`` (``ckpt=PATH``) names it in the error when it has none."""
+    config = (checkpoint.get("dlrun") or {}).get("config")
+    if config is None:
+        raise CheckpointError(f"{where}: the checkpoint holds no dlrun config (checkpoint['dlrun']['config'])")
+    return config
+
+
 def resolve(
-    ref: str, tracking_uri: str | None, cwd: Path, download_dir: Path | None = None, key: str = "ckpt", describe: bool = True
+    ref: str,
+    tracking_uri: str | None,
+    cwd: Path,
+    download_dir: Path | None = None,
+    key: str = "ckpt",
+    describe: bool = True,
 ) -> Source:
     """Turn ``ckpt=...`` into a local checkpoint plus the config of the run that wrote it.
 
@@ -65,21 +84,18 @@ def resolve(
     from dlrun.tracking.run_ids import resolve_run_id
 
     ref = str(ref)
-    path = Path(ref).expanduser()
-    if not path.is_absolute():
-        path = cwd / path
+    path = user_path(ref, cwd)
     run_ref = None if path.exists() else parse_run_ref(ref)
     if run_ref is None:
         if path.is_dir():
             raise CheckpointError(f"{key}={ref}: is a folder; name a .ckpt file inside it, or an MLflow run id")
         if not path.is_file():
-            raise CheckpointError(f"{key}={ref}: no such checkpoint file, and not an MLflow run id (8+ hex digits of one) or runs:/RUN_ID")
+            raise CheckpointError(
+                f"{key}={ref}: no such checkpoint file, and not an MLflow run id (8+ hex digits of one) or runs:/RUN_ID"
+            )
         checkpoint = read_checkpoint(path, key)
-        embedded = checkpoint.get("dlrun") or {}
-        config = embedded.get("config")
-        if config is None:
-            raise CheckpointError(f"{key}={ref}: the checkpoint holds no dlrun config (checkpoint['dlrun']['config'])")
-        source = Source(path, checkpoint, config, embedded.get("run_id"))
+        config = embedded_config(checkpoint, f"{key}={ref}")
+        source = Source(path, checkpoint, config, (checkpoint.get("dlrun") or {}).get("run_id"))
         if source.run_id and describe:
             _describe_run(source, lambda: client_for(tracking_uri, cwd))
         return source
@@ -144,15 +160,24 @@ def describe_unreadable(path: Path, err: BaseException) -> str:
         return "empty file (0 bytes), not a checkpoint"
     if head.startswith(ZIP_MAGIC):
         if not zipfile.is_zipfile(path):
-            return f"truncated or damaged checkpoint ({_bytes(size)}; the end of the zip archive is missing: was it still being written or copied?)"
+            return (
+                f"truncated or damaged checkpoint ({_bytes(size)}; the end of the zip archive is missing: "
+                "was it still being written or copied?)"
+            )
         blocked = unsupported_global(err)
         if blocked:
-            return f"holds Python objects, not only tensors and plain data ({blocked}); dlrun loads checkpoints with weights_only=True"
+            return (
+                f"holds Python objects, not only tensors and plain data ({blocked}); "
+                "dlrun loads checkpoints with weights_only=True"
+            )
         return f"damaged checkpoint ({_bytes(size)}; {_first_sentence(err)})"
     if head[0] == PICKLE_PROTOCOL:
         blocked = unsupported_global(err)
         if blocked:
-            return f"a pickle holding Python objects ({blocked}), not a checkpoint of plain data; dlrun loads checkpoints with weights_only=True"
+            return (
+                f"a pickle holding Python objects ({blocked}), not a checkpoint of plain data; "
+                "dlrun loads checkpoints with weights_only=True"
+            )
         if isinstance(err, EOFError) or "truncated" in str(err).lower() or "ran out of input" in str(err).lower():
             return f"truncated pickle file ({_bytes(size)}), not a whole checkpoint"
         return f"not a checkpoint ({_bytes(size)} of pickle data that torch.load cannot read)"

@@ -54,7 +54,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def callback_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
-    """The ``callbacks`` group's ``_target_`` nodes by name; a node set to null (``callbacks.NAME=null``) is left out."""
+    """The ``callbacks`` group's ``_target_`` nodes by name; a node set to null (``callbacks.NAME=null``) is dropped."""
     nodes = cfg.get("callbacks") or {}
     found = {}
     for name, node in nodes.items():

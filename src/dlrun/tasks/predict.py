@@ -102,7 +102,7 @@ def classify(cfg: DictConfig, data: DataView, module: Any) -> list[dict[str, Any
     for keys, raw in _image_batches(cfg, data):
         batch = data.module.on_after_batch_transfer(tuple(t.to(module.device) for t in raw), 0)
         probability, label = module.predict_step(batch, 0).max(dim=-1)
-        for key, p, y in zip(keys, probability.tolist(), label.tolist()):
+        for key, p, y in zip(keys, probability.tolist(), label.tolist(), strict=True):
             row = {"index": key[0], "label": y, "probability": round(p, 6)}
             if len(key) > 1:
                 row = {"index": key[0], "file": key[1], "label": y, "probability": round(p, 6)}

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from dlrun.config.restore import restore_config
 from dlrun.errors import UserError
-from dlrun.tasks.checkpoints import CheckpointError, read_checkpoint
+from dlrun.tasks.checkpoints import CheckpointError, embedded_config, read_checkpoint, user_path
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -81,12 +81,13 @@ def find_resume_point(cfg: DictConfig, job: Any) -> ResumePoint | None:
             return None
     key = f"{name}={ref}" if ref else str(path)
     checkpoint = read_checkpoint(path, name)
-    embedded = checkpoint.get("dlrun") or {}
-    run_id = run_id or embedded.get("run_id")
-    if embedded.get("config") is None:
-        raise CheckpointError(f"{key}: checkpoint {path} holds no dlrun config (checkpoint['dlrun']['config'])")
-    restored = restore_config(cfg, embedded["config"], job.overrides, key=name)
-    if run_id and cfg.tracking.enabled and not _can_continue(restored, job, run_id, checkpoint, key, explicit=bool(ref)):
+    run_id = run_id or (checkpoint.get("dlrun") or {}).get("run_id")
+    restored = restore_config(cfg, embedded_config(checkpoint, f"{key} ({path})"), job.overrides, key=name)
+    if (
+        run_id
+        and cfg.tracking.enabled
+        and not _can_continue(restored, job, run_id, checkpoint, key, explicit=bool(ref))
+    ):
         return None
     with_dir = replace(job, output_dir=path.parent.parent if path.parent.name == "checkpoints" else path.parent)
     return ResumePoint(path, run_id, restored, with_dir, epochs_done(checkpoint), int(checkpoint.get("global_step", 0)))
@@ -96,9 +97,7 @@ def _locate(ref: str, cfg: DictConfig, job: Any, name: str = "resume") -> tuple[
     """``resume=`` (or ``ckpt=``) value -> (checkpoint path, run id if named)."""
     from dlrun.tracking.artifacts import client_for, get_run, parse_run_ref
 
-    path = Path(ref).expanduser()
-    if not path.is_absolute():
-        path = job.cwd / path
+    path = user_path(ref, job.cwd)
     if path.is_dir():
         for candidate in (path / LAST, path / "last.ckpt"):
             if candidate.is_file():
@@ -108,7 +107,9 @@ def _locate(ref: str, cfg: DictConfig, job: Any, name: str = "resume") -> tuple[
         return path, None
     run_ref = parse_run_ref(ref)
     if run_ref is None:
-        raise CheckpointError(f"{name}={ref}: no such run dir or checkpoint, and not an MLflow run id (8+ hex digits of one)")
+        raise CheckpointError(
+            f"{name}={ref}: no such run dir or checkpoint, and not an MLflow run id (8+ hex digits of one)"
+        )
     run_id = run_ref[0]
     if not cfg.tracking.enabled:
         raise UserError(f"{name}={ref}: resuming by run id needs MLflow (tracking.enabled=false)")

@@ -80,7 +80,9 @@ def training_callbacks(
     # In an Optuna search: report the monitor after every validation; a pruned trial stops at once.
     callbacks += trial_callbacks(cfg, objective.monitor, objective.mode)
     if cfg.early_stopping.patience:
-        callbacks.append(EarlyStopping(monitor=objective.monitor, mode=objective.mode, patience=cfg.early_stopping.patience))
+        callbacks.append(
+            EarlyStopping(monitor=objective.monitor, mode=objective.mode, patience=cfg.early_stopping.patience)
+        )
     return checkpoint, callbacks
 
 

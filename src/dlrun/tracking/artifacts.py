@@ -70,12 +70,16 @@ def download_checkpoint(client: Any, run_id: str, dest: Path, artifact: str | No
         names = [info.path for info in client.list_artifacts(run_id, CHECKPOINT_DIR) if not info.is_dir]
         artifact = choose_checkpoint(names)
         if artifact is None:
-            raise UserError(f"{key}={run_id}: the run has no {CHECKPOINT_DIR}/*.ckpt artifact (did it finish training?)")
+            raise UserError(
+                f"{key}={run_id}: the run has no {CHECKPOINT_DIR}/*.ckpt artifact (did it finish training?)"
+            )
     dest.mkdir(parents=True, exist_ok=True)
     try:
         local = client.download_artifacts(run_id, artifact, str(dest))
     except Exception as err:  # MLflow raises several types for a missing artifact
-        raise UserError(f"{key}=runs:/{run_id}/{artifact}: cannot download ({' '.join(str(err).split())[:200]})") from err
+        raise UserError(
+            f"{key}=runs:/{run_id}/{artifact}: cannot download ({' '.join(str(err).split())[:200]})"
+        ) from err
     return Path(local)
 
 

@@ -37,7 +37,9 @@ def prepare_sqlite(uri: str) -> None:
         except OSError as err:
             from dlrun.errors import ConfigError
 
-            raise ConfigError(f"tracking.uri: cannot create the SQLite store {path} ({err.strerror or type(err).__name__})") from err
+            raise ConfigError(
+                f"tracking.uri: cannot create the SQLite store {path} ({err.strerror or type(err).__name__})"
+            ) from err
         with open(path, "rb") as handle:
             if fcntl is not None:
                 # flock and SQLite's own fcntl byte-range locks are independent on Linux: no interference.

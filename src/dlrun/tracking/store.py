@@ -24,7 +24,9 @@ def resolve_uri(uri: str | None, cwd: Path) -> tuple[str, str | None]:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError(f"tracking.uri: cannot create the folder of the SQLite store {path} ({_reason(err)})") from err
+            raise ConfigError(
+                f"tracking.uri: cannot create the folder of the SQLite store {path} ({_reason(err)})"
+            ) from err
         return f"sqlite:///{path}", (path.parent / "mlartifacts").as_uri()
     if uri.startswith(("http://", "https://", "databricks")):
         return uri.rstrip("/"), None

@@ -3,7 +3,6 @@
 Imported by Hydra's plugin scan on every start: keep it free of Optuna and dlrun imports.
 """
 
-
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +51,7 @@ class CmaEsSamplerConf:
 
 @dataclass
 class GridSamplerConf:
-    """optuna.samplers.GridSampler over every point of ``choice``/``range`` params; n_trials capped at the grid's size."""
+    """optuna.samplers.GridSampler over every point of ``choice``/``range`` params; n_trials capped at the grid size."""
 
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True  # the grid itself comes from hydra.sweeper.params
@@ -132,7 +131,12 @@ class DlrunOptunaSweeperConf:
 
 store = ConfigStore.instance()
 store.store(group="hydra/sweeper", name="optuna", node=DlrunOptunaSweeperConf, provider=PROVIDER)
-for _name, _node in (("tpe", TPESamplerConf), ("random", RandomSamplerConf), ("cmaes", CmaEsSamplerConf), ("grid", GridSamplerConf)):
+for _name, _node in (
+    ("tpe", TPESamplerConf),
+    ("random", RandomSamplerConf),
+    ("cmaes", CmaEsSamplerConf),
+    ("grid", GridSamplerConf),
+):
     store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider=PROVIDER)
 for _name, _node in (
     ("none", NoPrunerConf),
