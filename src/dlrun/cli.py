@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from dlrun.errors import RunInterrupted, TrialPruned, UserError, one_line, raise_interrupt
@@ -189,6 +190,12 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
         hint = _did_you_mean(option, options, f"{group}=")
         allowed = f"; available: {', '.join(options)}" if options else ""
         return f"{group}={option}: no such {group}{hint}{allowed}"
+    not_loaded = re.search(r"Could not load '([^'/]+)/([^']+)'", text)  # one option of a list (callbacks=[a,b])
+    if not_loaded:
+        group, option = not_loaded.groups()
+        options = _group_options(group)
+        hint = _did_you_mean(option, options, "")
+        return f"{group}: no such option {option!r}{hint}; available: {', '.join(options)}"
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         key = unknown.group(1)
@@ -205,6 +212,14 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
     if cause is not None and getattr(cause, "full_key", None):
         return f"{cause.full_key}: {str(cause).splitlines()[0]}"
     return one_line(text.split("\nConfig search path")[0])
+
+
+def _group_options(group: str) -> list[str]:
+    """The options of a config group: dlrun's own and those in the working directory's conf/."""
+    from dlrun.config.search_path import shipped_dir
+
+    folders = (shipped_dir("conf") / group, Path.cwd() / "conf" / group)
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def _did_you_mean(name: str, candidates: list[str], prefix: str) -> str:
