@@ -1,5 +1,5 @@
 """The ``dlrun`` command as users run it: one MNIST MLP epoch, its logged samples/s and peak memory,
-against an independent hand-written loop (``bench/hand_mnist.py``, no dlrun code) in its own process.
+against the independent hand-written loop (``bench/reference_loop.py``, no dlrun code) in its own process.
 
     python bench/cli_epoch.py                               # full epoch, 5 alternating repeats
     python bench/cli_epoch.py --batches 5 --repeats 1
@@ -9,7 +9,7 @@ store) in a fresh process; its ``train/samples_per_s`` is read back from MLflow,
 size (the process and its children) from ``wait4``. The same command also runs with a pseudo-terminal as
 its output, as in an interactive shell, where dlrun draws its progress bar: once as shipped (redrawn every
 10 steps) and once redrawn after every step, as Lightning's stock bar does. Hand side:
-``python bench/hand_mnist.py``. All get the same ``OMP_NUM_THREADS``; they alternate, and medians are
+``python bench/reference_loop.py``. All get the same ``OMP_NUM_THREADS``; they alternate, and medians are
 reported.
 """
 
@@ -28,6 +28,7 @@ from typing import Any
 from common import ROOT, data_dir, dlrun_bin, emit, machine, median, set_threads, size_args
 
 COMMAND = ["experiment=mnist_mlp", "trainer.max_epochs=1", "data.batch_size=128"]
+REFERENCE = ROOT / "bench" / "reference_loop.py"  # the hand loop, run as a script
 
 
 def run_measured(argv: list[str], cwd: Path) -> tuple[str, float, float]:
@@ -62,7 +63,8 @@ def run_in_terminal(argv: list[str], cwd: Path) -> None:
         tail = (tail + data)[-3000:]
     os.close(main_fd)
     if proc.wait() != 0:
-        sys.exit(f"bench: {' '.join(argv)} failed in a terminal (exit {proc.returncode}):\n{tail.decode(errors='replace')}")
+        output = tail.decode(errors="replace")
+        sys.exit(f"bench: {' '.join(argv)} failed in a terminal (exit {proc.returncode}):\n{output}")
 
 
 def logged_samples_per_s(uri: str) -> float:
@@ -100,23 +102,24 @@ def main() -> None:
             for side, extra in terminal.items():
                 run_in_terminal([*dlrun_argv, *extra], Path(tmp))
                 runs[side].append(logged_samples_per_s(uri))
-            text, _, _ = run_measured([sys.executable, str(ROOT / "bench" / "hand_mnist.py"), *hand_limit], Path(tmp))
+            text, _, _ = run_measured([sys.executable, str(REFERENCE), *hand_limit], Path(tmp))
             runs["hand"].append(float(text.split("samples_per_s")[-1]))
             sides = "  ".join(f"{side} {runs[side][-1]:.0f}" for side in ("dlrun", *terminal, "hand"))
-            print(f"repeat {repeat + 1}: {sides} samples/s  dlrun peak RSS {rss:.0f} MiB, wall {wall:.1f} s", flush=True)
+            dlrun_cost = f"dlrun peak RSS {rss:.0f} MiB, wall {wall:.1f} s"
+            print(f"repeat {repeat + 1}: {sides} samples/s  {dlrun_cost}", flush=True)
     result: dict[str, Any] = {
         "machine": machine(),
         "command": "dlrun " + " ".join([*COMMAND, *limit, *args.overrides]),
         "dlrun_samples_per_s": median(runs["dlrun"]),
         "hand_samples_per_s": median(runs["hand"]),
-        "ratio": median([d / h for d, h in zip(runs["dlrun"], runs["hand"])]),
+        "ratio": median([d / h for d, h in zip(runs["dlrun"], runs["hand"], strict=True)]),
         "dlrun_peak_rss_mib": median(runs["dlrun_peak_rss_mib"]),
         "dlrun_wall_s": median(runs["dlrun_wall_s"]),
         "runs": runs,
     }
     for side in terminal:
         result[f"{side}_samples_per_s"] = median(runs[side])
-        result[f"{side}_ratio"] = median([d / h for d, h in zip(runs[side], runs["hand"])])
+        result[f"{side}_ratio"] = median([d / h for d, h in zip(runs[side], runs["hand"], strict=True)])
     result["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
     emit(result, args.json)
 

@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts: paths, the machine, medians, hand-written MNIST models."""
+"""Helpers shared by the benchmark scripts: paths, data, the machine, medians, flags, output.
+
+The hand-written MNIST reference (data reading, networks, the training loop) is ``reference_loop.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -13,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics (of [0, 1] pixels)
 
 
 def data_dir() -> Path:
@@ -60,33 +60,6 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_1min": round(os.getloadavg()[0], 2),
     }
-
-
-def read_mnist(folder: Path, prefix: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """The raw IDX files read directly (no dlrun code): uint8 images ``(n, 28, 28)``, int64 labels ``(n,)``."""
-    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz") as handle:
-        images = torch.frombuffer(bytearray(handle.read()[16:]), dtype=torch.uint8).view(-1, 28, 28)
-    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz") as handle:
-        labels = torch.frombuffer(bytearray(handle.read()[8:]), dtype=torch.uint8).long()
-    return images, labels
-
-
-def hand_model(name: str) -> nn.Module:
-    """The MLP (784-512-512-10, dropout 0.2) or the Keras/PyTorch-example CNN, written out by hand."""
-    if name == "mlp":
-        return nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(512, 10),
-        )  # fmt: skip
-    if name == "cnn":
-        return nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-            nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
-        )  # fmt: skip
-    raise ValueError(f"model: expected mlp or cnn, got {name!r}")
 
 
 def size_args(parser: argparse.ArgumentParser, batches: int, repeats: int) -> argparse.ArgumentParser:

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common import MEAN, STD, data_dir, emit, machine, median, set_threads, size_args
+from common import data_dir, emit, machine, median, set_threads, size_args
+from reference_loop import MEAN, STD
 
 BATCH_SIZE = 128
 
@@ -99,7 +100,7 @@ def main() -> None:
     for name in ("per_sample_0_workers", "per_sample_2_workers"):
         for ours in ("dlrun", "dlrun_cpu_training"):
             key = f"speedup_vs_{name}" if ours == "dlrun" else f"cpu_training_speedup_vs_{name}"
-            result[key] = median([d / o for d, o in zip(runs[ours], runs[name])])
+            result[key] = median([d / o for d, o in zip(runs[ours], runs[name], strict=True)])
     result["runs"] = runs
     result["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
     emit(result, args.json)

@@ -32,7 +32,7 @@ class KneserNeyTrigram:
 
     def __init__(self, tokens: Sequence[int], vocab_size: int) -> None:
         self.vocab_size = vocab_size
-        tri = Counter(zip(tokens, tokens[1:], tokens[2:]))
+        tri = Counter(zip(tokens, tokens[1:], tokens[2:], strict=False))
         self.tri = tri
         self.tri_ctx: Counter = Counter()
         self.tri_types: Counter = Counter()  # (u, v) -> distinct w
@@ -45,10 +45,10 @@ class KneserNeyTrigram:
         self.bi_ctx: Counter = Counter()
         self.bi_types: Counter = Counter()
         uni_cont: Counter = Counter()  # w -> distinct v before it
-        for (v, w), n in bi_cont.items():
+        for (v, _w), n in bi_cont.items():
             self.bi_ctx[v] += n
             self.bi_types[v] += 1
-        for v, w in Counter(itertools.pairwise(tokens)):
+        for _v, w in Counter(itertools.pairwise(tokens)):
             uni_cont[w] += 1
         self.uni = uni_cont
         self.uni_total = sum(uni_cont.values())

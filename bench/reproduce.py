@@ -74,7 +74,7 @@ def run_preset(preset: str, form: dict[str, Any], seed: int, workdir: Path) -> t
     if proc.returncode != 0:
         sys.exit(f"reproduce: {' '.join(argv[1:])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     found = METRIC_LINE.findall(proc.stdout)
-    metrics = dict(zip(*[iter(found[-1].split())] * 2)) if found else {}
+    metrics = dict(zip(*[iter(found[-1].split())] * 2, strict=False)) if found else {}
     if form["metric"] not in metrics:
         sys.exit(f"reproduce: {preset}: no {form['metric']} in the output:\n{proc.stdout[-2000:]}")
     return float(metrics[form["metric"]]), wall
@@ -94,7 +94,7 @@ def dlrun_commit() -> str:
 def record(
     preset: str, form_name: str, values: dict[int, float], provenance: dict[str, Any], path: Path = RESULTS
 ) -> None:
-    """Write ``values`` and ``provenance`` into the preset's form in ``path``, leaving every other line (and comment) as is."""
+    """Write ``values`` and ``provenance`` into the preset's form in ``path``; every other line (and comment) stays."""
     lines = path.read_text().splitlines(keepends=True)
     inside_preset = inside_form = False
     for i, line in enumerate(lines):
@@ -170,13 +170,13 @@ def main() -> None:
                 )
         if len(fresh) > 1:
             spread = statistics.stdev(fresh.values())
-            print(
-                f"{preset} [{form_name}] fresh mean {statistics.mean(fresh.values()):.4f} ± {spread:.4f} over {len(fresh)} seeds"
-            )
+            mean = statistics.mean(fresh.values())
+            print(f"{preset} [{form_name}] fresh mean {mean:.4f} ± {spread:.4f} over {len(fresh)} seeds")
         if args.record:
             info = machine()
             provenance = {
-                "commit": dlrun_commit(), "torch": str(info["torch"]), "machine": f"{info['cpu']} ({info['cores']} cores)",
+                "commit": dlrun_commit(), "torch": str(info["torch"]),
+                "machine": f"{info['cpu']} ({info['cores']} cores)",
                 "threads": threads, "wall_s": round(statistics.median(walls)), "load_1min": info["load_1min"],
                 "date": dt.date.today().isoformat(),
             }  # fmt: skip

@@ -63,7 +63,7 @@ def per_repeat(values: list[float], digits: int = 0) -> str:
 
 def ratio_row(what: str, r: dict[str, Any], ours: str = "dlrun", ref: str = "hand", target: bool = True) -> str:
     """Row of a samples/s comparison: the median of per-repeat ratios, and each of them."""
-    ratios = [a / b for a, b in zip(r["runs"][ours], r["runs"][ref])]
+    ratios = [a / b for a, b in zip(r["runs"][ours], r["runs"][ref], strict=True)]
     result = f"ratio **{median(ratios):.3f}** (per repeat {per_repeat(ratios, 3)})"
     cells = f"{r[f'{ours}_samples_per_s']:.0f}", f"{r[f'{ref}_samples_per_s']:.0f}"
     if not target:
@@ -84,7 +84,7 @@ def table(res: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(ratio_row(what, r, "dlrun", "lightning", target=False))
     if "cli_epoch" in res:
         r = res["cli_epoch"]
-        lines.append(ratio_row(f"MLP epoch, `{r['command']}` logged samples/s vs `bench/hand_mnist.py`", r))
+        lines.append(ratio_row(f"MLP epoch, `{r['command']}` logged samples/s vs `bench/reference_loop.py`", r))
         bars = {"dlrun_terminal": "every 10 steps (default)", "dlrun_terminal_every_step": "after every step (stock)"}
         for side, how in bars.items():
             if side in r["runs"]:
@@ -219,7 +219,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         size = 1 if args.smoke else 0
         futures = [pool.submit(run_script, n, SCRIPTS[n][size], args.results.resolve(), args.threads) for n in names]
-        done = dict(zip(names, (f.result() for f in futures)))
+        done = dict(zip(names, (f.result() for f in futures), strict=True))
     results = {name: result for name, (_, result) in done.items()}
     write(args.out, report(results, [cmd for cmd, _ in done.values()], start, args.threads, args.smoke))
     print(f"wrote {args.out}", flush=True)

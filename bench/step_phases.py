@@ -6,7 +6,8 @@
 The profile evidence behind the training-overhead ratios. Each side trains the same MLP for one epoch with
 ``time.perf_counter()`` marks at the step's boundaries: Lightning's hooks (``on_train_batch_start``,
 ``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``, ``on_train_batch_end``) and
-``training_step`` entry/exit for dlrun and bare Lightning; the same points written into the hand loop.
+``training_step`` entry/exit for dlrun and bare Lightning; the hand loop (``reference_loop.py``) calls the
+same points through its ``hook``.
 The phases, per step (median over the epoch's steps, then over repeats):
 
 - ``between steps``: end of one step to the start of the next (next batch, its transfer, loop bookkeeping);
@@ -22,14 +23,15 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from common import data_dir, emit, hand_model, machine, median, set_threads, size_args
-from train_overhead import BATCH_SIZE, dlrun_overrides, fit_bare_lightning, training_set
+from common import data_dir, emit, machine, median, set_threads, size_args
+from reference_loop import BATCH_SIZE, epoch, shuffled, training_set
+from train_overhead import dlrun_overrides, fit_bare_lightning
 
 PHASES = {
     "batch_end>batch_start": "between steps",
@@ -43,15 +45,15 @@ PHASES = {
 marks: list[tuple[str, float]] = []
 
 
-def mark(name: str) -> None:
-    """Record that the step reached ``name`` now."""
+def mark(name: str, step: int | None = None) -> None:
+    """Record that the step reached ``name`` now (also the reference loop's ``hook``)."""
     marks.append((name, time.perf_counter()))
 
 
 def phase_medians() -> dict[str, float]:
     """Median milliseconds per phase over the marks recorded since the last call."""
     spans: dict[str, list[float]] = defaultdict(list)
-    for (a, ta), (b, tb) in zip(marks, marks[1:]):
+    for (a, ta), (b, tb) in pairwise(marks):
         if f"{a}>{b}" in PHASES:
             spans[PHASES[f"{a}>{b}"]].append((tb - ta) * 1e3)
     marks.clear()
@@ -94,30 +96,14 @@ def marked_training_step(step: Any) -> Any:
 
 
 def hand(images: torch.Tensor, labels: torch.Tensor, batches: int) -> dict[str, float]:
-    """The hand loop of ``train_overhead.py``, marked at the same points."""
-    model = hand_model("mlp")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    order = torch.randperm(len(labels)).split(BATCH_SIZE)
-    for index in order[:batches] if batches else order:
-        mark("batch_start")
-        x, y = images[index], labels[index]
-        mark("step_in")
-        loss = F.cross_entropy(model(x), y)
-        mark("step_out")
-        optimizer.zero_grad()
-        mark("before_backward")
-        loss.backward()
-        mark("after_backward")
-        mark("before_opt")
-        optimizer.step()
-        mark("batch_end")
+    """The hand loop (``reference_loop.epoch``), marked at the same points through its hook."""
+    epoch("mlp", images, labels, batches, hook=mark)
     return phase_medians()
 
 
 def lightning(images: torch.Tensor, labels: torch.Tensor, batches: int) -> dict[str, float]:
     """A bare Lightning Trainer around the hand loop's step."""
-    order = torch.randperm(len(labels)).split(BATCH_SIZE)
-    order = order[:batches] if batches else order
+    order = shuffled(len(labels), limit=batches)
     fit_bare_lightning("mlp", images, labels, order, marker_callback(), marked_training_step)
     return phase_medians()
 
@@ -128,9 +114,13 @@ def dlrun_side(batches: int, workdir: Path, extra: list[str] = ()) -> dict[str, 
     import dlrun.tasks.train
     from dlrun.objectives.classification import ClassificationModule
 
-    # The train task calls the build_trainer it imported from dlrun.wiring: patch that name.
+    # The train task calls the build_trainer it imported into dlrun.tasks.train: patch that name.
     build_trainer, step = dlrun.tasks.train.build_trainer, ClassificationModule.training_step
-    dlrun.tasks.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [marker_callback(), *callbacks])
+
+    def with_marks(cfg: Any, job: Any, run: Any, callbacks: list[Any]) -> Any:
+        return build_trainer(cfg, job, run, [marker_callback(), *callbacks])
+
+    dlrun.tasks.train.build_trainer = with_marks
     ClassificationModule.training_step = marked_training_step(step)
     try:
         dlrun.run(dlrun_overrides("mlp", batches, 0, workdir, f"phases-{time.time_ns()}") + list(extra))
@@ -142,12 +132,14 @@ def dlrun_side(batches: int, workdir: Path, extra: list[str] = ()) -> dict[str, 
 def main() -> None:
     """Alternate the three sides; print and save per-phase medians (ms)."""
     parser = size_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batches=0, repeats=3)
-    parser.add_argument("--overrides", default="", help="extra dlrun overrides, space-separated (e.g. data.on_device=true)")
+    parser.add_argument(
+        "--overrides", default="", help="extra dlrun overrides, space-separated (e.g. data.on_device=true)"
+    )
     args = parser.parse_args()
     set_threads(args.threads)
     os.environ.setdefault("DLRUN_DATA_DIR", str(data_dir()))
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    images, labels = training_set()
+    images, labels = training_set(data_dir() / "mnist")
     runs: dict[str, list[dict[str, float]]] = {"dlrun": [], "lightning": [], "hand": []}
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
         sides = {
@@ -167,7 +159,7 @@ def main() -> None:
     result["phases_ms"] = {
         name: {p: median([r.get(p, 0.0) for r in reps]) for p in phases} for name, reps in runs.items()
     }
-    for name, per_phase in result["phases_ms"].items():
+    for per_phase in result["phases_ms"].values():
         per_phase["step"] = sum(per_phase.values())
     result["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
     emit(result, args.json)

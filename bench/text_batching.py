@@ -114,7 +114,8 @@ def train_steps(datamodule: Any, module: Any, steps: int, accelerator: str) -> d
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[Throughput(module.count_units, module.throughput_unit)], use_distributed_sampler=False, num_sanity_val_steps=0,
+        callbacks=[Throughput(module.count_units, module.throughput_unit)], use_distributed_sampler=False,
+        num_sanity_val_steps=0,
     )  # fmt: skip
     with PeakMemory(accelerator == "gpu") as peak:
         trainer.fit(module, datamodule=datamodule)
@@ -161,7 +162,7 @@ def main() -> None:
         result["modes"][mode]["pad_fraction_epoch"] = pad_epoch[mode]
         result["modes"][mode]["runs"] = stats
     if "bucket" in runs and "padded" in runs:
-        ratios = [b["tokens_per_s"] / p["tokens_per_s"] for b, p in zip(runs["bucket"], runs["padded"])]
+        ratios = [b["tokens_per_s"] / p["tokens_per_s"] for b, p in zip(runs["bucket"], runs["padded"], strict=True)]
         result["bucket_vs_padded_tokens_per_s"] = median(ratios)
     result["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
     emit(result, args.json)

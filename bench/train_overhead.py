@@ -6,17 +6,18 @@
 Both sides: same network (MLP 784-512-512-10 dropout 0.2, or the example CNN), batch size 128, Adam 1e-3,
 same process and thread count, 55,000 training images. dlrun runs through ``dlrun.run([...])`` (Hydra
 config, Lightning Trainer with dlrun's callbacks, MLflow run in a scratch SQLite store) and its samples/s
-is the ``train/samples_per_s`` it logged to MLflow. The hand loop indexes in-memory float tensors and is
-timed the way dlrun's ``Throughput`` callback times an epoch: from the start of the first step to the end
-of the last one. A third side, a bare Lightning ``Trainer`` (no logger, checkpoints, progress bar or dlrun
-code) on the same in-memory tensors, timed the same way, separates what Lightning itself costs from what
-dlrun adds. Sides alternate (dlrun, Lightning, hand, dlrun, ...) after one untimed warm-up of each (skipped
-for a single repeat).
+is the ``train/samples_per_s`` it logged to MLflow. The hand loop (``reference_loop.py``) indexes in-memory
+float tensors and is timed the way dlrun's ``Throughput`` callback times an epoch: from the start of the
+first step to the end of the last one. A third side, a bare Lightning ``Trainer`` (no logger, checkpoints,
+progress bar or dlrun code) on the same in-memory tensors, timed the same way, separates what Lightning
+itself costs from what dlrun adds. Sides alternate (dlrun, Lightning, hand, dlrun, ...) after one untimed
+warm-up of each (skipped for a single repeat).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import tempfile
@@ -26,40 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from common import MEAN, STD, data_dir, emit, hand_model, machine, median, read_mnist, set_threads, size_args
-
-BATCH_SIZE = 128
-TRAIN_SIZE = 55_000  # dlrun keeps 5,000 of the 60,000 training images for validation
-
-
-def training_set() -> tuple[torch.Tensor, torch.Tensor]:
-    """55,000 MNIST training images normalized once (outside any timing), ``(n, 1, 28, 28)``, and labels."""
-    images, labels = read_mnist(data_dir() / "mnist")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:TRAIN_SIZE]
-    return images[order].unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD), labels[order]
-
-
-def hand_epoch(model_name: str, images: torch.Tensor, labels: torch.Tensor, batches: int, seed: int) -> float:
-    """Samples/s of one hand-written epoch over normalized float ``images (n, 1, 28, 28)``."""
-    torch.manual_seed(seed)
-    model = hand_model(model_name)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    order = torch.randperm(len(labels)).split(BATCH_SIZE)
-    order = order[:batches] if batches else order
-    samples, start = 0, None
-    for index in order:
-        x, y = images[index], labels[index]
-        start = start or time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        samples += len(y)
-    return samples / (time.perf_counter() - start)
+from common import data_dir, emit, machine, median, set_threads, size_args
+from reference_loop import BATCH_SIZE, epoch, mnist_loss, mnist_network, shuffled, training_set
 
 
 class Batches(IterableDataset):
@@ -79,17 +50,16 @@ def fit_bare_lightning(
     model_name: str, images: torch.Tensor, labels: torch.Tensor, order: list[torch.Tensor], callback: Any,
     wrap_step: Callable[[Any], Any] = lambda step: step,
 ) -> None:  # fmt: skip
-    """One epoch of the hand loop's step in a bare Lightning Trainer (no logger, checkpoints or bar) with ``callback``."""
+    """One epoch of the hand loop's step in a bare Lightning Trainer (no logger, checkpoints, bar) plus ``callback``."""
     import pytorch_lightning as pl
 
     def training_step(self: Any, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
+        return mnist_loss(self.net, batch)
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = hand_model(model_name)
+            self.net = mnist_network(model_name)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
@@ -117,8 +87,7 @@ def lightning_epoch(model_name: str, images: torch.Tensor, labels: torch.Tensor,
             self.end = time.perf_counter()
 
     torch.manual_seed(seed)
-    order = torch.randperm(len(labels)).split(BATCH_SIZE)
-    order = order[:batches] if batches else order
+    order = shuffled(len(labels), limit=batches)
     clock = Clock()
     fit_bare_lightning(model_name, images, labels, order, clock)
     return sum(len(index) for index in order) / (clock.end - clock.start)
@@ -146,7 +115,7 @@ def dlrun_overrides(model_name: str, batches: int, seed: int, workdir: Path, nam
     return overrides + ([f"trainer.limit_train_batches={batches}"] if batches else [])
 
 
-def dlrun_epoch(model_name: str, batches: int, seed: int, workdir: Path) -> float:
+def dlrun_epoch(model_name: str, batches: int, seed: int, *, workdir: Path) -> float:
     """Samples/s that a one-epoch ``dlrun`` training logged as ``train/samples_per_s``."""
     from mlflow.tracking import MlflowClient
 
@@ -172,7 +141,7 @@ def main() -> None:
     os.environ.setdefault("DLRUN_DATA_DIR", str(data_dir()))
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-    images, labels = training_set()
+    images, labels = training_set(data_dir() / "mnist")
 
     batches = args.batches or "epoch"
     results: dict[str, Any] = {"machine": machine(), "batch_size": BATCH_SIZE, "batches": batches, "models": {}}
@@ -180,10 +149,10 @@ def main() -> None:
         workdir = Path(tmp)
         for model_name in args.models.split(","):
             repeats = args.repeats or {"mlp": 9, "cnn": 3}[model_name]
-            sides = {
-                "dlrun": lambda n, seed: dlrun_epoch(model_name, n, seed, workdir),
-                "lightning": lambda n, seed: lightning_epoch(model_name, images, labels, n, seed),
-                "hand": lambda n, seed: hand_epoch(model_name, images, labels, n, seed),
+            sides: dict[str, Callable[[int, int], float]] = {
+                "dlrun": functools.partial(dlrun_epoch, model_name, workdir=workdir),
+                "lightning": functools.partial(lightning_epoch, model_name, images, labels),
+                "hand": functools.partial(epoch, model_name, images, labels),
             }
             if repeats > 1:  # untimed warm-up of every side
                 for side in sides.values():
@@ -196,9 +165,9 @@ def main() -> None:
                 print(f"{model_name} repeat {repeat + 1}: {line} samples/s", flush=True)
             results["models"][model_name] = {
                 **{f"{name}_samples_per_s": median(values) for name, values in runs.items()},
-                "ratio": median([d / h for d, h in zip(runs["dlrun"], runs["hand"])]),
-                "lightning_vs_hand": median([lt / h for lt, h in zip(runs["lightning"], runs["hand"])]),
-                "dlrun_vs_lightning": median([d / lt for d, lt in zip(runs["dlrun"], runs["lightning"])]),
+                "ratio": median([d / h for d, h in zip(runs["dlrun"], runs["hand"], strict=True)]),
+                "lightning_vs_hand": median([lt / h for lt, h in zip(runs["lightning"], runs["hand"], strict=True)]),
+                "dlrun_vs_lightning": median([d / lt for d, lt in zip(runs["dlrun"], runs["lightning"], strict=True)]),
                 "runs": runs,
             }
     results["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)

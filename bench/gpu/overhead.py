@@ -1,8 +1,8 @@
 """GPU overhead: dlrun vs a hand-written loop vs a bare Lightning Trainer, in one process on one GPU.
 
-    python bench/gpu_overhead.py --json bench/results/gpu_overhead.json     # every case, a few minutes on an H100/H200
-    python bench/gpu_overhead.py --cases mnist --compile off                # a subset
-    python bench/gpu_overhead.py --smoke                                     # tiny sizes on the CPU (the test)
+    python bench/gpu/overhead.py --json bench/results/gpu/overhead.json    # every case, a few minutes on an H100/H200
+    python bench/gpu/overhead.py --cases mnist --compile off               # a subset
+    python bench/gpu/overhead.py --smoke                                    # tiny sizes on the CPU (the test)
 
 Cases: the MNIST MLP (784-512-512-10) and CNN (the Keras example) at batch 128 and 1024, and the Multi30k
 GRU+attention seq2seq on the preset's bucketed batches (tokens/s), each in every ``--precisions`` and with
@@ -13,8 +13,9 @@ steps, synchronized with the device at both ends of the timed window:
 - **dlrun**: ``dlrun.run`` (Hydra config, dlrun's callbacks, ``tracking=none``: no MLflow), MNIST on the
   device (``data.on_device``), ``compile.*`` for compilation;
 - **lightning**: the hand loop's step in a bare ``Trainer`` (no logger, checkpoints or progress bar);
-- **hand**: a plain PyTorch loop, data on the device (MNIST normalized there once, batches indexed by a
-  device permutation; seq2seq batches moved there up front), ``torch.autocast`` for bf16-mixed.
+- **hand**: the plain PyTorch loop of ``bench/reference_loop.py``, data on the device (MNIST normalized there
+  once, batches indexed by a device permutation; seq2seq batches moved there up front, dlrun's network with
+  the preset's loss written out and gradient clipping), ``torch.autocast`` for bf16-mixed.
 
 Sides alternate (dlrun, lightning, hand, dlrun, ...) for ``--repeats`` rounds, after one untimed round
 for compiled cases (each side's graphs compiled before any is timed); each result is a median
@@ -34,6 +35,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,10 +46,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from common import MEAN, STD, data_dir, emit, hand_model, machine, median, read_mnist, set_threads
-from step_phases import PHASES, mark, marked_training_step, marker_callback, phase_medians
-
-TRAIN_SIZE = 55_000
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py, reference_loop.py, step_phases.py
+from common import data_dir, emit, machine, median, set_threads  # noqa: E402
+from reference_loop import TRAIN_SIZE, mnist_loss, mnist_network, shuffled, train, training_set  # noqa: E402
+from step_phases import PHASES, mark, marked_training_step, marker_callback, phase_medians  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -184,11 +186,7 @@ class Data:
     def mnist(self) -> tuple[torch.Tensor, torch.Tensor]:
         """55,000 training images normalized once on the device ``(n, 1, 28, 28)`` and their labels."""
         if self._mnist is None:
-            images, labels = read_mnist(data_dir() / "mnist")
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:TRAIN_SIZE]
-            device = self.settings.device
-            pixels = images[order].to(device).unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
-            self._mnist = pixels, labels[order].to(device)
+            self._mnist = training_set(data_dir() / "mnist", self.settings.device)
         return self._mnist
 
     def text(self, case: Case, seed: int) -> tuple[list[Any], int, Any, dict[str, Any]]:
@@ -231,7 +229,7 @@ def network(case: Case, data: Data, seed: int) -> torch.nn.Module:
     """The case's network on the device, initialized from ``seed`` (hand-written for MNIST, dlrun's seq2seq)."""
     torch.manual_seed(seed)
     if case.task == "mnist":
-        net = hand_model(case.model)
+        net = mnist_network(case.model)
     else:
         from dlrun.config.build import build
 
@@ -257,7 +255,7 @@ def seq2seq_loss(net: torch.nn.Module, batch: Any) -> torch.Tensor:
 def mnist_batches(data: Data, case: Case) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The skip+steps batches of a device permutation (indexing happens as they are drawn)."""
     images, labels = data.mnist()
-    order = torch.randperm(len(labels), device=images.device).split(case.batch_size)
+    order = shuffled(len(labels), case.batch_size, device=images.device)
     wanted = data.settings.skip + data.settings.steps
     if len(order) < wanted:
         order = order * (wanted // len(order) + 1)
@@ -268,52 +266,30 @@ def mnist_batches(data: Data, case: Case) -> list[tuple[torch.Tensor, torch.Tens
 
 
 def hand_side(case: Case, data: Data, seed: int, marks: bool = False) -> tuple[float, float | None]:
-    """Seconds of the timed window and peak GPU GiB of the hand-written loop."""
+    """Seconds of the timed window and peak GPU GiB of the hand-written loop (``reference_loop.train``)."""
     settings = data.settings
     net = network(case, data, seed)
     if case.compiled:
         options = {"mode": settings.compile_mode} if settings.compile_backend == "inductor" else {}
         net.compile(backend=settings.compile_backend, **options)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    net.train()
     window = Window(settings)
+
+    def hook(point: str, step: int) -> None:
+        if point == "batch_start":
+            window.before(step)
+        if marks:
+            mark(point)
+        if point == "batch_end":
+            window.after(step)
+
     if case.task == "mnist":
         images, labels = data.mnist()
-        steps: Any = mnist_batches(data, case)
+        steps, fetch, loss = mnist_batches(data, case), lambda index: (images[index], labels[index]), mnist_loss
     else:
-        steps = data.text(case, seed)[0]
+        steps, fetch, loss = data.text(case, seed)[0], None, seq2seq_loss
     with peak_memory(settings.device) as peak:
-        for step, item in enumerate(steps):
-            window.before(step)
-            if marks:
-                mark("batch_start")
-            if case.task == "mnist":
-                x, y = images[item], labels[item]
-                if marks:
-                    mark("step_in")
-                with autocast(case, settings.device):
-                    loss = F.cross_entropy(net(x), y)
-            else:
-                if marks:
-                    mark("step_in")
-                with autocast(case, settings.device):
-                    loss = seq2seq_loss(net, item)
-            if marks:
-                mark("step_out")
-            optimizer.zero_grad()
-            if marks:
-                mark("before_backward")
-            loss.backward()
-            if marks:
-                mark("after_backward")
-            if case.task == "seq2seq":
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            if marks:
-                mark("before_opt")
-            optimizer.step()
-            if marks:
-                mark("batch_end")
-            window.after(step)
+        clip = 1.0 if case.task == "seq2seq" else None
+        train(net, steps, fetch, loss, clip_norm=clip, autocast=lambda: autocast(case, settings.device), hook=hook)
     return window.seconds, peak["gib"]
 
 
@@ -341,10 +317,7 @@ def lightning_side(case: Case, data: Data, seed: int, marks: bool = False) -> tu
     net = network(case, data, seed)
 
     def training_step(self: Any, batch: Any, batch_idx: int) -> torch.Tensor:
-        if case.task == "mnist":
-            x, y = batch
-            return F.cross_entropy(self.net(x), y)
-        return seq2seq_loss(self.net, batch)
+        return (mnist_loss if case.task == "mnist" else seq2seq_loss)(self.net, batch)
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -431,7 +404,11 @@ def dlrun_side(case: Case, data: Data, seed: int, marks: bool = False) -> tuple[
     clock = clock_callback(window, settings, case)
     extra = [clock] + ([marker_callback()] if marks else [])
     build_trainer, step = dlrun.tasks.train.build_trainer, ClassificationModule.training_step
-    dlrun.tasks.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [*extra, *callbacks])
+
+    def with_extra(cfg: Any, job: Any, run: Any, callbacks: list[Any]) -> Any:
+        return build_trainer(cfg, job, run, [*extra, *callbacks])
+
+    dlrun.tasks.train.build_trainer = with_extra
     if marks:
         ClassificationModule.training_step = marked_training_step(step)
     run_dir = settings.workdir / f"run-{time.time_ns()}"
@@ -476,14 +453,14 @@ def measure(case: Case, data: Data, repeats: int) -> dict[str, Any]:
             peaks[name].append(peak)
         line = "  ".join(f"{n} {v[-1]:,.0f}" for n, v in rates.items())
         print(f"{case.name} repeat {repeat + 1}: {line} {case.unit}/s", flush=True)
-    ratio = [d / h for d, h in zip(rates["dlrun"], rates["hand"])]
+    ratio = [d / h for d, h in zip(rates["dlrun"], rates["hand"], strict=True)]
     return {
         **asdict(case),
         "unit": case.unit,
         **{f"{name}_{case.unit}_per_s": median(values) for name, values in rates.items()},
         "ratio": median(ratio),
-        "lightning_vs_hand": median([lt / h for lt, h in zip(rates["lightning"], rates["hand"])]),
-        "dlrun_vs_lightning": median([d / lt for d, lt in zip(rates["dlrun"], rates["lightning"])]),
+        "lightning_vs_hand": median([lt / h for lt, h in zip(rates["lightning"], rates["hand"], strict=True)]),
+        "dlrun_vs_lightning": median([d / lt for d, lt in zip(rates["dlrun"], rates["lightning"], strict=True)]),
         "peak_gib": {name: max((p for p in values if p is not None), default=None) for name, values in peaks.items()},
         "compiled_by": compiled_by,
         "runs": rates,
@@ -606,7 +583,8 @@ def describe(device: torch.device) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     """The results as Markdown tables (throughput, ratios, memory; phases)."""
     lines = [
-        "| case | dlrun | bare Lightning | hand loop | dlrun / hand | Lightning / hand | dlrun / Lightning | peak GiB (dlrun, hand) |",
+        "| case | dlrun | bare Lightning | hand loop | dlrun / hand | Lightning / hand | dlrun / Lightning "
+        "| peak GiB (dlrun, hand) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in result["cases"]:

@@ -1,8 +1,8 @@
-"""Write the measured block of docs/gpu.md from the JSON files that bench/gpu_check_v2.sh leaves in a folder.
+"""Write the measured block of docs/gpu.md from the JSON files that bench/gpu/check.sh leaves in a folder.
 
-    python bench/gpu_report.py bench/results/gpu            # rewrites the block between the gpu markers
+    python bench/gpu/report.py bench/results/gpu            # rewrites the block between the gpu markers
 
-Reads ``overhead_*.json`` (bench/gpu_overhead.py) and ``presets.json`` (bench/gpu_presets.py), whichever
+Reads ``overhead_*.json`` (bench/gpu/overhead.py) and ``presets.json`` (bench/gpu/presets.py), whichever
 exist, judges issue 15's targets, and replaces the text between ``<!-- gpu:start -->`` and
 ``<!-- gpu:end -->`` in docs/gpu.md; the hand-written text around the markers stays.
 """
@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import ROOT
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import ROOT  # noqa: E402
 
 START, END = "<!-- gpu:start -->", "<!-- gpu:end -->"
 DOC = ROOT / "docs" / "gpu.md"
@@ -38,7 +39,8 @@ def case_name(c: dict[str, Any]) -> str:
 def overhead_block(results: list[dict[str, Any]]) -> list[str]:
     """Throughput table over every case of every overhead file, and the phase tables."""
     lines = [
-        "| case | dlrun | bare Lightning | hand loop | dlrun / hand | target | | Lightning / hand | dlrun / Lightning | peak GiB dlrun / hand |",
+        "| case | dlrun | bare Lightning | hand loop | dlrun / hand | target | | Lightning / hand | dlrun / Lightning "
+        "| peak GiB dlrun / hand |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     phases: dict[str, Any] = {}
@@ -49,16 +51,18 @@ def overhead_block(results: list[dict[str, Any]]) -> list[str]:
             target = CNN_TARGETS.get(c["batch_size"]) if c["model"] == "cnn" and not c["compiled"] else None
             peak = c["peak_gib"]
             mem = " / ".join("-" if peak.get(s) is None else f"{peak[s]:.2f}" for s in ("dlrun", "hand"))
+            goal = "" if target is None else f"≥ {target}"
+            met = verdict(None if target is None else c["ratio"] >= target)
             lines.append(
-                f"| {case_name(c)} ({unit}/s) | {c[f'dlrun_{unit}_per_s']:,.0f} | {c[f'lightning_{unit}_per_s']:,.0f} "
-                f"| {c[f'hand_{unit}_per_s']:,.0f} | **{c['ratio']:.3f}** | {'' if target is None else f'≥ {target}'} "
-                f"| {verdict(None if target is None else c['ratio'] >= target)} | {c['lightning_vs_hand']:.3f} "
-                f"| {c['dlrun_vs_lightning']:.3f} | {mem} |"
+                f"| {case_name(c)} ({unit}/s) | {c[f'dlrun_{unit}_per_s']:,.0f} "
+                f"| {c[f'lightning_{unit}_per_s']:,.0f} | {c[f'hand_{unit}_per_s']:,.0f} | **{c['ratio']:.3f}** "
+                f"| {goal} | {met} | {c['lightning_vs_hand']:.3f} | {c['dlrun_vs_lightning']:.3f} | {mem} |"
             )
     for name, per_side in phases.items():
         lines += [
             "",
-            f"Host time per step phase, {name} (ms, medians; unsynchronized: the time the host takes to queue each phase):",
+            f"Host time per step phase, {name} (ms, medians; unsynchronized: the time the host takes to queue each "
+            "phase):",
             "",
         ]
         lines += ["| phase | dlrun | bare Lightning | hand loop |", "| --- | ---: | ---: | ---: |"]
@@ -97,8 +101,10 @@ def presets_block(result: dict[str, Any]) -> list[str]:
                 fit < SEQ2SEQ_PRESET["fit_s"] and bleu_ok,
             )
         peak = "-" if run.get("peak_gib") is None else f"{run['peak_gib']:.2f}"
+        fit_cell = f"{fit if fit is not None else '?'} s"
         lines.append(
-            f"| {run['name']} | `{run['command']}` | {fit if fit is not None else '?'} s | {run['wall_s']} s | {peak} | {shown} | {target} | {verdict(ok)} |"
+            f"| {run['name']} | `{run['command']}` | {fit_cell} | {run['wall_s']} s | {peak} | {shown} | {target} "
+            f"| {verdict(ok)} |"
         )
     return lines
 
@@ -109,19 +115,21 @@ def block(folder: Path) -> str:
     presets = folder / "presets.json"
     sources = overheads + ([json.loads(presets.read_text())] if presets.exists() else [])
     if not sources:
-        sys.exit(f"gpu_report: no results in {folder}")
+        sys.exit(f"gpu/report.py: no results in {folder}")
     sample = sources[0]
     device = sample.get("device", {})
     m = sample["machine"]
-    head = f"Measured on {device.get('name', 'the GPU')} ({device.get('memory_gib', '?')} GiB, CUDA {device.get('cuda', '?')}), torch {m['torch']}, Python {m['python']}, {m['cores']} CPU cores ({m['cpu']})."
+    card = f"{device.get('name', 'the GPU')} ({device.get('memory_gib', '?')} GiB, CUDA {device.get('cuda', '?')})"
+    head = f"Measured on {card}, torch {m['torch']}, Python {m['python']}, {m['cores']} CPU cores ({m['cpu']})."
     lines = [START, head, ""]
     if overheads:
         settings = overheads[0]["settings"]
         lines += [
             (
-                f"dlrun vs a hand-written loop vs a bare Lightning `Trainer`, one process, sides alternating, medians of {settings['repeats']} repeats; "
-                f"{settings['steps']} timed steps after {settings['skip']} untimed ones (warm-up, compilation; `torch.compile` mode `{settings['compile_mode']}`). "
-                "`python bench/gpu_overhead.py` (see `bench/gpu_check_v2.sh` for the exact calls):"
+                "dlrun vs a hand-written loop vs a bare Lightning `Trainer`, one process, sides alternating, "
+                f"medians of {settings['repeats']} repeats; {settings['steps']} timed steps after {settings['skip']} "
+                f"untimed ones (warm-up, compilation; `torch.compile` mode `{settings['compile_mode']}`). "
+                "`python bench/gpu/overhead.py` (see `bench/gpu/check.sh` for the exact calls):"
             ),
             "",
             *overhead_block(overheads),
@@ -129,7 +137,8 @@ def block(folder: Path) -> str:
         ]
     if presets.exists():
         lines += [
-            "Presets on the card (`python bench/gpu_presets.py`; training = `fit` from its first step to its end, validation included):",
+            "Presets on the card (`python bench/gpu/presets.py`; training = `fit` from its first step to its end, "
+            "validation included):",
             "",
         ]
         lines += presets_block(json.loads(presets.read_text()))

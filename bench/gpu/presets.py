@@ -1,8 +1,8 @@
 """Whole presets on one GPU: training time on the card, peak memory and the test metric, each in a fresh process.
 
-    python bench/gpu_presets.py --json bench/results/gpu/presets.json          # mnist_cnn (fp32; bf16+compiled), multi30k_gru_attn
-    python bench/gpu_presets.py --only mnist_cnn --json /tmp/p.json
-    python bench/gpu_presets.py --smoke                                        # one tiny mnist_cnn run on the CPU
+    python bench/gpu/presets.py --json bench/results/gpu/presets.json  # mnist_cnn fp32/bf16+compiled, multi30k_gru_attn
+    python bench/gpu/presets.py --only mnist_cnn --json /tmp/p.json
+    python bench/gpu/presets.py --smoke                                # one tiny mnist_cnn run on the CPU
 
 Each run is ``dlrun experiment=PRESET trainer=gpu tracking=none ...`` (no MLflow) through dlrun's console
 entry point, with one extra callback that times ``fit`` from the start of training to its end (epochs and
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import data_dir, emit, machine
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import data_dir, emit, machine  # noqa: E402
 
 # name -> dlrun overrides (after experiment=...); the issue-15 targets are in docs/gpu.md
 RUNS: dict[str, list[str]] = {
@@ -72,7 +73,11 @@ class FitClock(pl.Callback):
         print(f"FIT_S {time.perf_counter() - self.start:.2f}", flush=True)
 
 build_trainer = dlrun.tasks.train.build_trainer
-dlrun.tasks.train.build_trainer = lambda cfg, job, run, callbacks: build_trainer(cfg, job, run, [FitClock(), *callbacks])
+
+def with_clock(cfg, job, run, callbacks):
+    return build_trainer(cfg, job, run, [FitClock(), *callbacks])
+
+dlrun.tasks.train.build_trainer = with_clock
 
 def report():
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_initialized() else float("nan")
@@ -111,7 +116,7 @@ def run(name: str, overrides: list[str], workdir: Path, timeout: float) -> dict[
     epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
     result["fit_s"] = float(fit[-1]) if fit else None
     result["peak_gib"] = float(peak[-1]) if peak and peak[-1] != "nan" else None
-    result["test"] = {k: float(v) for k, v in zip(*[iter(tests[-1].split())] * 2)} if tests else {}
+    result["test"] = {k: float(v) for k, v in zip(*[iter(tests[-1].split())] * 2, strict=False)} if tests else {}
     result["last_epoch"] = epochs[-1] if epochs else None
     compiled = re.findall(r"^COMPILED_BY (\w+)", out, re.MULTILINE)
     result["compiled_by"] = compiled[-1] if compiled else "none"
