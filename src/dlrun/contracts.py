@@ -20,7 +20,6 @@ replaced by defaults, each said once on stderr.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytorch_lightning as pl
 from torch import nn
 
 from dlrun.errors import ConfigError
+from dlrun.logs import say_once
 
 Mode = Literal["min", "max"]
 
@@ -140,13 +140,6 @@ def _overrides(obj: Any, base: type, name: str) -> bool:
     return hasattr(obj, name) and not hasattr(base, name)
 
 
-def say_once(message: str, _said: set[str] = set()) -> None:  # noqa: B006 - the set is the memory
-    """Print ``dlrun: note: message`` on stderr the first time it is said in this process."""
-    if message not in _said:
-        _said.add(message)
-        print(f"dlrun: note: {message}", file=sys.stderr, flush=True)
-
-
 @dataclass
 class DataView:
     """The task layer's view of any data module: sizes, checkpoint state key and run callbacks."""
@@ -191,8 +184,8 @@ class ObjectiveView:
     """The task layer's view of any objective: a dlrun ``Objective`` or a plain ``LightningModule``."""
 
     module: pl.LightningModule
-    monitor: str
-    mode: Mode
+    monitor: str | None  # None: nothing monitored (checkpoints keep the last epoch)
+    mode: Mode | None
 
     @property
     def network(self) -> Any:
@@ -282,7 +275,8 @@ def objective_view(
     """Check ``module`` against the objective contract and wrap it; ``monitor``/``mode`` (config) win if given.
 
     A dlrun ``Objective`` missing a required member stops here with one line; a plain ``LightningModule``
-    without ``monitor`` follows ``val/loss`` (min), said once.
+    without ``monitor`` (and no ``checkpoint.monitor``) gets Lightning's behaviour, said once: checkpoints
+    keep the last epoch, no early stopping.
     """
     if not isinstance(module, pl.LightningModule):
         raise ConfigError(
@@ -295,10 +289,11 @@ def objective_view(
     monitor = monitor or getattr(module, "monitor", None)
     mode = mode or getattr(module, "mode", None)
     if not monitor:
-        monitor, mode = "val/loss", mode or "min"
         say_once(
-            f"{_qualname(module)} names no monitor: checkpoints follow val/loss (min); set checkpoint.monitor to choose"
+            f"{_qualname(module)} names no monitor: checkpoints keep the last epoch; "
+            "set checkpoint.monitor=KEY checkpoint.mode=min|max to keep the best"
         )
+        return ObjectiveView(module, None, None)
     if mode not in ("min", "max"):
         raise ConfigError(f"checkpoint.mode: expected 'min' or 'max' for {monitor}, got {mode!r}")
-    return ObjectiveView(module, str(monitor), mode)  # type: ignore[arg-type]
+    return ObjectiveView(module, str(monitor), mode)

@@ -1,4 +1,5 @@
-"""Third-party chatter during dlrun's own runs: silenced for the run, restored after it.
+"""What dlrun says beside its results: one-time notes from the process that owns the run; third-party chatter
+silenced for the run, restored after it.
 
 Nothing here changes logging or warnings at import time, so ``import dlrun...`` in a notebook leaves the
 notebook's settings alone; ``quiet_third_party()`` is entered by the task layer around a task.
@@ -8,8 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterator
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns the run (Lightning sets these for DDP workers it launches)."""
+    # SLURM_PROCID: ranks started by srun/submitit (one task per GPU), as Lightning's rank_zero_only reads them.
+    return all(int(os.environ.get(var, "0")) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
+def say_once(message: str, _said: set[str] = set()) -> None:  # noqa: B006 - the set is the memory
+    """Print ``dlrun: note: message`` on stderr the first time it is said in this process, on rank zero only."""
+    if message not in _said and is_rank_zero():
+        _said.add(message)
+        print(f"dlrun: note: {message}", file=sys.stderr, flush=True)
+
 
 # Loggers whose INFO lines say nothing about the run: Lightning's hardware lines and ads, MLflow's
 # "Creating initial MLflow database tables..." and alembic's migration steps on a new store.

@@ -10,7 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from dlrun.errors import TrainingError
+from dlrun.errors import ConfigError, TrainingError
 
 
 class Throughput(pl.Callback):
@@ -119,6 +119,37 @@ class FiniteLoss(pl.Callback):
                 "lower optimizer.lr or set trainer.gradient_clip_val"
             )
         self._sum = None
+
+
+class MonitorLogged(pl.Callback):
+    """Stop with one line when the monitored metric is never logged, naming the key and what the module logs.
+
+    Checked after the sanity-check validation (before the first training epoch; a ``train*`` metric waits),
+    and again after the first validation: otherwise Lightning's checkpoint raises only at the first epoch's end.
+    """
+
+    def __init__(self, monitor: str, key: str) -> None:
+        self.monitor, self.key = monitor, key
+        self.done = False
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.monitor.startswith("train"):
+            self.check(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and not self.done:
+            self.done = True
+            self.check(trainer, pl_module)
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Raise ConfigError unless the monitor is among the metrics logged so far."""
+        logged = sorted(trainer.callback_metrics)
+        if self.monitor not in logged:
+            name = type(pl_module).__name__
+            raise ConfigError(
+                f"{self.key}: {name} never logs {self.monitor!r}; it logs {', '.join(logged) or 'nothing'} "
+                "(set checkpoint.monitor to one of them)"
+            )
 
 
 class EmbedConfig(pl.Callback):

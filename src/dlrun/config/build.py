@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.config.validate import check_call
+from dlrun.config.validate import check_call, import_failure
 from dlrun.errors import ConfigError, UserError
 
 
@@ -20,7 +20,7 @@ def locate(path: str, key: str) -> Any:
     try:
         return hydra_locate(path)
     except ImportError as err:
-        raise ConfigError(f"{key}._target_: cannot import {path!r}") from err
+        raise ConfigError(f"{key}._target_: cannot import {path!r}{import_failure(path, err)}") from err
 
 
 def accepted_kwargs(target: Any, provided: dict[str, Any]) -> dict[str, Any]:

@@ -156,7 +156,11 @@ def check_values(cfg: Any) -> None:
         scheduler = _dry_build(cfg.scheduler, "scheduler", deferred=("optimizer",))
         if opt is not None and callable(scheduler):
             _call(scheduler, "scheduler", cfg.scheduler, opt)
-    if "_target_" in cfg.get("objective", {}):
+    objective = cfg.get("objective", {})
+    if "_target_" in objective and net is None and optimizer is None and _builds_alone(objective, dims):
+        # A plain LightningModule builds its own network: built here as the run will (not on the meta device).
+        _dry_build(objective, "objective", every_fault=True, **dims)
+    elif "_target_" in objective:
         import torch
 
         provided = {
@@ -230,6 +234,32 @@ def check_trainer(kwargs: Mapping[str, Any]) -> None:
         quiet.setLevel(level)
 
 
+def import_failure(path: str, err: BaseException) -> str:
+    """Why ``path`` did not import, as ``: <cause> at FILE:LINE``: a syntax error, a missing package, a raise."""
+    cause = err.__cause__ or err.__context__
+    if cause is None:
+        return ""
+    if isinstance(cause, SyntaxError):
+        return f": SyntaxError at {cause.filename}:{cause.lineno}: {cause.msg}"
+    where = _failing_line(cause)
+    if isinstance(cause, ModuleNotFoundError) and cause.name:
+        if path.startswith(cause.name + ".") and where is None:
+            return f": no module {cause.name!r} in the working directory, on PYTHONPATH or installed"
+        return f": {cause.name!r} is not installed (imported{where or ''})"
+    if isinstance(cause, AttributeError) and where is None:
+        return f": {' '.join(str(cause).split())}"
+    return f": {type(cause).__name__}: {' '.join(str(cause).split())}{where or ''}"
+
+
+def _failing_line(cause: BaseException) -> str | None:
+    """`` at FILE:LINE`` of the innermost frame of the user's module (not importlib's), None when there is none."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(cause.__traceback__) if not f.filename.startswith("<")]
+    frames = [f for f in frames if "/hydra/" not in f.filename and "/importlib/" not in f.filename]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else None
+
+
 def _culprit(key: str, values: Mapping[str, Any], message: str) -> str:
     """``key.name`` for the config name a constructor's message is about, else ``key``.
 
@@ -269,9 +299,18 @@ def _fault(message: str) -> str:
 
 
 def _dry_build(
-    node: Any, key: str, deferred: Collection[str] = (), skip_unknown_faults: bool = False, **provided: Any
+    node: Any,
+    key: str,
+    deferred: Collection[str] = (),
+    skip_unknown_faults: bool = False,
+    every_fault: bool = False,
+    **provided: Any,
 ) -> Any:
-    """Check names and types of ``node``, then instantiate it with the ``provided`` extras its target takes."""
+    """Check names and types of ``node``, then instantiate it with the ``provided`` extras its target takes.
+
+    ``every_fault``: any exception the constructor raises stops the run (with the file and line), not only
+    value and type errors: for objects built here exactly as the run will build them.
+    """
     from hydra.errors import InstantiationException
     from hydra.utils import get_object, instantiate
     from omegaconf import OmegaConf
@@ -281,7 +320,8 @@ def _dry_build(
     try:
         target = get_object(node._target_)
     except Exception as err:
-        raise ConfigError(f"{key}._target_: cannot import {node._target_!r}") from err
+        why = import_failure(node._target_, err)
+        raise ConfigError(f"{key}._target_: cannot import {node._target_!r}{why}") from err
     extras = _accepted(target, provided)
     values = OmegaConf.to_container(node, resolve=True)
     check_call(target, values, key, provided={*extras, *deferred})
@@ -298,6 +338,10 @@ def _dry_build(
     if culprit == key and skip_unknown_faults:
         return None  # a stand-in size may be at fault: the real build (with the data's sizes) will say
     if not isinstance(cause, (ValueError, TypeError)):
+        if every_fault:
+            name = getattr(target, "__qualname__", str(node._target_))
+            where = _failing_line(cause) or ""
+            raise ConfigError(f"{key}: {name}() raised {type(cause).__name__}: {message}{where}") from cause
         return None  # not a value check (e.g. an init scheme on the meta device); the real build will say
     raise ConfigError(f"{culprit}: {_fault(message) if culprit != key else message}") from cause
 
@@ -323,6 +367,17 @@ def _dry_model(node: Any, dims: Mapping[str, Any], stood_in: bool, data_target: 
         dims = {**dims, **{name: STAND_IN_SIZE for name in missing}}
     with _meta_device():
         return _dry_build(node, "model", skip_unknown_faults=stood_in, **dims)
+
+
+def _builds_alone(node: Any, dims: Mapping[str, Any]) -> bool:
+    """True when the config and the known data sizes give every argument the objective requires."""
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(node._target_)
+    except Exception:  # noqa: BLE001 - reported by _dry_build
+        return True
+    return all(name in node or name in dims for name in _required(target))
 
 
 def _required(target: Any) -> list[str]:

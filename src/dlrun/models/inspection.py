@@ -119,6 +119,16 @@ def _count(module: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
+def layers(module: nn.Module) -> list[LayerRecord]:
+    """Every submodule that holds parameters, with its counts, without running the network (shapes unknown)."""
+    records = []
+    for name, sub in module.named_modules():
+        total, trainable = _count(sub)
+        if name and total:
+            records.append(LayerRecord(name, type(sub).__name__, total, trainable, depth=name.count(".")))
+    return records
+
+
 def trace(module: nn.Module, batch: Any) -> list[LayerRecord]:
     """Push one batch through ``module`` (no grad) and record each submodule's shapes and parameter counts.
 

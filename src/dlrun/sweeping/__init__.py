@@ -9,6 +9,31 @@ from __future__ import annotations
 from typing import Any
 
 
+def optimized_metric(cfg: Any, monitor: str | None = None) -> str | None:
+    """What a job returns to its sweep: ``optimized_metric``, else ``checkpoint.monitor``, else the objective's.
+
+    ``monitor``: the monitor the built objective reports (a plain module's own attribute), when known.
+    """
+    from omegaconf import OmegaConf
+
+    for key in ("optimized_metric", "checkpoint.monitor", "objective.monitor"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value:
+            return str(value)
+    return monitor
+
+
+def optimized_mode(cfg: Any, mode: str | None = None) -> str:
+    """``min`` or ``max`` for ``optimized_metric``: ``checkpoint.mode``, the objective's, ``mode``, else max."""
+    from omegaconf import OmegaConf
+
+    for key in ("checkpoint.mode", "objective.mode"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value in ("min", "max"):
+            return str(value)
+    return mode or "max"
+
+
 def trial_callbacks(cfg: Any, monitor: str, mode: str) -> list[Any]:
     """Callbacks of an Optuna trial job (report ``monitor`` at every validation, stop when pruned); [] otherwise."""
     from omegaconf import OmegaConf

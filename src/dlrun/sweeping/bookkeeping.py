@@ -315,7 +315,9 @@ class SweepCallback(Callback):
         from dlrun.sweeping.study import study_ref
 
         rows = job_rows(folder, sweep)
-        metric, mode = str(config.optimized_metric), str(config.objective.get("mode", "max"))
+        from dlrun.sweeping import optimized_metric, optimized_mode
+
+        metric, mode = str(optimized_metric(config)), optimized_mode(config)
         children: dict[str, Any] = {}
         if sweep.parent_run_id:
             children = child_runs(sweep)

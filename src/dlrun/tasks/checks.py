@@ -46,11 +46,37 @@ def check_config(cfg: DictConfig) -> None:
                 cfg[group] = None  # the objective builds its own: record what actually ran
     for name, node in callback_nodes(cfg).items():
         check_node(node, f"callbacks.{name}")
+    if (cfg.get("early_stopping") or {}).get("patience") and not configured_monitor(cfg, objective_cls):
+        raise ConfigError(
+            "early_stopping.patience: the objective names no metric to watch; "
+            "set checkpoint.monitor=KEY checkpoint.mode=min|max"
+        )
     trainer_kwargs(cfg)
     check_values(cfg)  # types and ranges, by building what the run will build without data or weights
     from dlrun.tasks.compile import check_compile_config
 
     check_compile_config(cfg.get("compile"))
+
+
+UNBUILT_GROUPS = ("model", "optimizer", "scheduler")  # set to null by check_config when the objective builds its own
+
+
+def recorded_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as runs record it: groups the objective does not use are left out, not written as None."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in config.items() if not (k in UNBUILT_GROUPS and v is None)}
+
+
+def configured_monitor(cfg: DictConfig, objective_cls: Any) -> str | None:
+    """The metric a run will monitor, as far as the config and the objective's class say before it is built."""
+    named = cfg.checkpoint.get("monitor") or cfg.objective.get("monitor")
+    if named:
+        return str(named)
+    parameter = inspect.signature(objective_cls).parameters.get("monitor") if callable(objective_cls) else None
+    if parameter is not None and isinstance(parameter.default, str):
+        return parameter.default
+    attribute = getattr(objective_cls, "monitor", None)
+    return attribute if isinstance(attribute, str) else None
 
 
 def callback_nodes(cfg: DictConfig) -> dict[str, DictConfig]:

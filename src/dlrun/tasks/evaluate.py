@@ -7,7 +7,7 @@ On the same data and weights the metrics equal the source run's exactly.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 SPLITS = ("test", "val")
 
@@ -19,7 +19,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from dlrun.config.restore import restore_config
     from dlrun.config.validate import check_choice
     from dlrun.tasks.checkpoints import load_source
-    from dlrun.tasks.checks import check_config
+    from dlrun.tasks.checks import check_config, recorded_config
     from dlrun.tasks.job import current_job, run_spec, source_run_spec
     from dlrun.tasks.parts import load_trained
     from dlrun.tasks.trainer import build_trainer, contributed_callbacks, run_context
@@ -31,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     split = cfg.split
     check_choice(split, SPLITS, "split")
     check_config(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = recorded_config(cfg)
     with tracked_run(source_run_spec(run_spec(cfg, job), source, "eval", cfg)) as run:
         run.log_config(config, job.overrides)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)

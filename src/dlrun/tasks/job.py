@@ -37,7 +37,7 @@ def current_job(cfg: DictConfig) -> Job:
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if v is not None and not k.startswith("hydra")}
     sweep_num = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
-    name = cfg.tracking.run_name or choices.get("experiment") or f"{choices.get('data')}-{choices.get('model')}"
+    name = cfg.tracking.run_name or choices.get("experiment") or f"{choices.get('data')}-{network_name(cfg, choices)}"
     if sweep_num is not None:
         name = f"{name}-{sweep_num}"
     return Job(
@@ -48,6 +48,17 @@ def current_job(cfg: DictConfig) -> Job:
         choices=choices,
         sweep_num=sweep_num,
     )
+
+
+def network_name(cfg: DictConfig, choices: dict[str, str]) -> str:
+    """The part that names a run beside its data: the model when dlrun builds one, else the objective."""
+    from dlrun.tasks.checks import objective_takes
+
+    try:
+        builds_model = "net" in objective_takes(cfg)
+    except Exception:  # noqa: BLE001 - an objective that cannot be imported is reported by check_config
+        builds_model = True
+    return str(choices.get("model") if builds_model else choices.get("objective") or "objective")
 
 
 def run_spec(cfg: DictConfig, job: Job) -> RunSpec | None:

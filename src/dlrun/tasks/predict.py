@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlrun.contracts import DataView
 from dlrun.data.errors import DataError
@@ -26,7 +26,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
     """Restore the source config and weights; write predictions (rows) or translations (lines) and return them."""
     from dlrun.config.restore import restore_config
     from dlrun.tasks.checkpoints import load_source
-    from dlrun.tasks.checks import check_config
+    from dlrun.tasks.checks import check_config, recorded_config
     from dlrun.tasks.job import current_job, run_spec, source_run_spec
     from dlrun.tasks.parts import load_trained
     from dlrun.tracking.run import tracked_run
@@ -38,7 +38,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
         source = load_source(cfg, job)
         cfg = restore_config(cfg, source.config, job.overrides)
         check_config(cfg)
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = recorded_config(cfg)
         with tracked_run(source_run_spec(run_spec(cfg, job), source, "predict", cfg)) as run:
             run.log_config(config, job.overrides)
             parts = load_trained(cfg, source.checkpoint, source.path)

@@ -1,4 +1,7 @@
-"""``task=summary``: build the data and the model, push one real batch through, print every layer. No training."""
+"""``task=summary``: build the data and the model, push one real batch through, print every layer. No training.
+
+A module that cannot give its network's input for a batch still gets its layer and parameter table.
+"""
 
 from __future__ import annotations
 
@@ -42,19 +45,20 @@ def summary(cfg: DictConfig) -> list[LayerRecord]:
     """Check shapes and print the model's layer table for one real training batch; return the records."""
     from rich.console import Console
 
-    from dlrun.errors import UserError
-    from dlrun.models.inspection import trace
+    from dlrun.logs import say_once
+    from dlrun.models.inspection import layers, trace
     from dlrun.tasks.checks import check_config
     from dlrun.tasks.parts import example_batch, prepare
 
     check_config(cfg)
     parts = prepare(cfg)
     example = parts.objective.example_input(example_batch(parts.datamodule))
-    if example is None:
-        name = type(parts.module).__qualname__
-        raise UserError(f"task=summary: {name} has no example_input(batch) to trace (dlrun.contracts.Objective)")
     module = parts.module
-    records = trace(module, example)
+    if example is None:  # said once already (contracts.ObjectiveView.example_input): parameters, no shapes
+        say_once("task=summary: layers and parameters only; shapes need example_input(batch) or example_input_array")
+        records = layers(module)
+    else:
+        records = trace(module, example)
     # Off a terminal rich assumes 80 columns and would wrap the shapes; logs and pipes read better wide.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     net = parts.objective.network

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlrun.contracts import ObjectiveView
-from dlrun.tasks.checks import check_config
+from dlrun.sweeping import optimized_metric
+from dlrun.tasks.checks import check_config, recorded_config
 from dlrun.tasks.console import metric, print_config, print_metrics
 from dlrun.tasks.parts import compile_network, example_batch, model_summary, prepare
 from dlrun.tasks.start import Start
@@ -21,19 +22,20 @@ def train(cfg: DictConfig) -> float | None:
     start = Start.of(cfg)  # fresh, or resume=..., or this run dir already holds checkpoints/last.ckpt
     cfg, job = start.cfg, start.job
     check_config(cfg)  # before any run opens: a config error leaves no trace in the store
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = recorded_config(cfg)
     if is_rank_zero():
         print_config(cfg)
         if start.describe():
             print(start.describe(), flush=True)
-    twin = start.finished_twin(cfg.optimized_metric)  # a rerun sweep skips jobs whose config already FINISHED
+    twin = start.finished_twin(optimized_metric(cfg))  # a rerun sweep skips jobs whose config already FINISHED
     if twin is not None:
         return twin.value
     with start.open_run(config) as run:
         parts = prepare(cfg)
         log_dataset_inputs(run, job.choices.get("data", "data"), parts.data.data_files())
         objective = parts.objective
-        run.set_tags({"dlrun.monitor": objective.monitor, "dlrun.monitor_mode": objective.mode})
+        if objective.monitor is not None:
+            run.set_tags({"dlrun.monitor": objective.monitor, "dlrun.monitor_mode": objective.mode})
         batch = example_batch(parts.datamodule)
         summary = model_summary(objective, batch)
         if summary is not None:
@@ -44,6 +46,8 @@ def train(cfg: DictConfig) -> float | None:
 
         checkpoint, callbacks = training_callbacks(cfg, job, run, parts, config)
         trainer = build_trainer(cfg, job, run, callbacks)
+        if objective.monitor is not None and not is_builtin(objective) and trainer.num_sanity_val_steps == 0:
+            trainer.num_sanity_val_steps = 1  # a monitor dlrun cannot vouch for is checked before the first epoch
         start.attach_logger(trainer, run)
 
         trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=start.ckpt_path)
@@ -54,7 +58,14 @@ def train(cfg: DictConfig) -> float | None:
         if best:
             run.log_artifact(best, "checkpoints")
         log_model(cfg, run, trainer, objective, batch)
-        return metric({**fit_metrics, **trainer.callback_metrics}, cfg.optimized_metric or objective.monitor)
+        return metric({**fit_metrics, **trainer.callback_metrics}, optimized_metric(cfg, objective.monitor))
+
+
+def is_builtin(objective: ObjectiveView) -> bool:
+    """True for dlrun's own objectives monitoring their own metric (they log it on every validation)."""
+    module = objective.module
+    own = type(module).__module__.startswith("dlrun.")
+    return own and objective.monitor == getattr(module, "monitor", None)
 
 
 def log_model(cfg: DictConfig, run: Run, trainer: Any, objective: ObjectiveView, batch: Any) -> None:

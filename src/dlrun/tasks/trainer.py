@@ -53,36 +53,43 @@ def training_callbacks(
 
     from dlrun.callbacks.checkpointing import ModelCheckpoint, last_checkpoint
     from dlrun.callbacks.interrupt import CheckpointOnInterrupt
-    from dlrun.callbacks.monitors import EmbedConfig, FiniteLoss, Throughput
+    from dlrun.callbacks.monitors import EmbedConfig, FiniteLoss, MonitorLogged, Throughput
     from dlrun.callbacks.rng import RngState
-    from dlrun.sweeping import trial_callbacks
+    from dlrun.sweeping import optimized_metric, optimized_mode, trial_callbacks
 
     objective = parts.objective
+    monitor = objective.monitor
     folder = job.output_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(
-        dirpath=folder,
-        filename="epoch{epoch:03d}",
-        monitor=objective.monitor,
-        mode=objective.mode,
-        save_top_k=cfg.checkpoint.save_top_k,
-        save_last=False,  # last_checkpoint() below: every epoch, not only when the metric improved
-        auto_insert_metric_name=False,
-    )
+    if monitor is None:  # nothing monitored (Lightning's default): the last epoch is tested and resumed from
+        checkpoint = last_checkpoint(folder)
+    else:
+        checkpoint = ModelCheckpoint(
+            dirpath=folder,
+            filename="epoch{epoch:03d}",
+            monitor=monitor,
+            mode=objective.mode,
+            save_top_k=cfg.checkpoint.save_top_k,
+            save_last=False,  # last_checkpoint() below: every epoch, not only when the metric improved
+            auto_insert_metric_name=False,
+        )
     embed = EmbedConfig(config, extra={"run_id": run.run_id, "choices": job.choices})
     callbacks = [checkpoint, FiniteLoss(), embed, RngState()]
+    if monitor is not None:
+        key = "checkpoint.monitor" if cfg.checkpoint.get("monitor") else f"{type(objective.module).__name__}.monitor"
+        callbacks.append(MonitorLogged(monitor, key))
     if objective.throughput_unit is not None:
         callbacks.append(Throughput(objective.count_units, objective.throughput_unit))
-    if cfg.checkpoint.save_last:
+    if cfg.checkpoint.save_last and monitor is not None:
         callbacks.append(last_checkpoint(folder))  # the resume point
     callbacks.append(CheckpointOnInterrupt(folder / "last.ckpt"))
     callbacks += contributed_callbacks(cfg, parts, run_context(cfg, job, run, config))
     callbacks += configured_callbacks(cfg)
-    # In an Optuna search: report the monitor after every validation; a pruned trial stops at once.
-    callbacks += trial_callbacks(cfg, objective.monitor, objective.mode)
-    if cfg.early_stopping.patience:
-        callbacks.append(
-            EarlyStopping(monitor=objective.monitor, mode=objective.mode, patience=cfg.early_stopping.patience)
-        )
+    # In an Optuna search: report the optimized metric after every validation; a pruned trial stops at once.
+    metric = optimized_metric(cfg, monitor)
+    if metric is not None:
+        callbacks += trial_callbacks(cfg, metric, optimized_mode(cfg, objective.mode))
+    if cfg.early_stopping.patience and monitor is not None:  # without a monitor: refused by check_config
+        callbacks.append(EarlyStopping(monitor=monitor, mode=objective.mode, patience=cfg.early_stopping.patience))
     return checkpoint, callbacks
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any, Protocol
 import yaml
 
 from dlrun.errors import RunInterrupted, TrialPruned, one_line
+from dlrun.logs import is_rank_zero
 from dlrun.tracking.sqlite import prepare_sqlite
 from dlrun.tracking.store import check_server, check_writable, get_or_create_experiment, resolve_uri
 
@@ -153,12 +153,6 @@ class RunSpec:
     cwd: Path
     resume_run_id: str | None = None
     system_metrics: bool = False  # tracking.system_metrics: MLflow's CPU/memory/disk/network (and GPU) metrics
-
-
-def is_rank_zero() -> bool:
-    """True in the process that owns the run (Lightning sets these for DDP workers it launches)."""
-    # SLURM_PROCID: ranks started by srun/submitit (one task per GPU), as Lightning's rank_zero_only reads them.
-    return all(int(os.environ.get(var, "0")) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 @contextmanager
