@@ -69,3 +69,25 @@ def as_config_error(err: BaseException, key: str) -> BaseException:
             return ConfigError(f"{key}.{message}")
         return ConfigError(f"{key}: {message}")
     return err
+
+
+def objective_takes(cfg: DictConfig) -> set[str]:
+    """Constructor parameters of the configured objective (``net``, ``optimizer``, ... for dlrun objectives)."""
+    target = locate(cfg.objective._target_, "objective") if "_target_" in cfg.objective else None
+    if target is None:
+        raise ConfigError("objective: needs a _target_ (a LightningModule class)")
+    return set(inspect.signature(target).parameters)
+
+
+# The groups an objective may build itself (a plain LightningModule): objective parameter -> config group.
+BUILT_BY_DLRUN = {"net": "model", "optimizer": "optimizer", "scheduler": "scheduler"}
+
+
+def unbuilt_groups(cfg: DictConfig) -> set[str]:
+    """Config groups the configured objective does not take (it builds its own network or optimizer)."""
+    try:
+        takes = objective_takes(cfg)
+    except ConfigError:
+        return set()
+    needed = {"net": "net", "optimizer": "optimizer", "scheduler": "optimizer"}  # a schedule needs an optimizer
+    return {group for param, group in BUILT_BY_DLRUN.items() if needed[param] not in takes}

@@ -307,7 +307,26 @@ class SweepCallback(Callback):
 
     # ---- main process, after all jobs
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Print the table, log it on the parent run, close the parent; set ``failure`` if a job failed."""
+        """Print the table, log it on the parent run, close the parent; set ``failure`` if a job failed.
+
+        A fault in the report itself fails the parent run and the command (Hydra would only log it).
+        """
+        global failure
+        try:
+            self._end(config)
+        except Exception as err:  # noqa: BLE001 - becomes the command's one-line error
+            from dlrun.errors import one_line
+
+            failure = SweepFailed(f"sweep report: {type(err).__name__}: {one_line(str(err))}")
+            if self.sweep is not None and self.sweep.parent_run_id and not self._closed:
+                from mlflow.tracking import MlflowClient
+
+                client = MlflowClient(self.sweep.tracking_uri)
+                client.set_tag(self.sweep.parent_run_id, "dlrun.error", str(failure))
+                client.set_terminated(self.sweep.parent_run_id, "FAILED")
+                self._closed = True
+
+    def _end(self, config: DictConfig) -> None:
         global failure
         folder, sweep = sweep_dir(config.hydra), self.sweep
         if sweep is None:
@@ -327,7 +346,8 @@ class SweepCallback(Callback):
         if study is not None:
             from dlrun.sweeping.report import study_rows, study_title
 
-            mode = "max" if str(config.hydra.sweeper.direction).lower().endswith("maximize") else "min"
+            direction = config.hydra.sweeper.get("direction")  # null: the sweeper followed the metric's mode
+            mode = ("max" if str(direction).lower().endswith("maximize") else "min") if direction else mode
             shown = study_rows(study, sweep)
             title = study_title(study, shown, failed)
         else:

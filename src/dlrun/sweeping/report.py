@@ -4,6 +4,7 @@ and on the parent run the best trial (value, params, run id), Optuna's plots (PN
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,17 @@ from dlrun.sweeping.recover import TRIAL_TAG, trial_runs
 from dlrun.sweeping.study import ERROR_ATTR, RUN_ATTR, StudyRef, load_study
 from dlrun.sweeping.table import JobRow, best_row
 
-# Groups whose choice a rerun must repeat (the others follow them or are the machine's: tracking, paths).
-RERUN_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
+# Groups a rerun does not repeat: the machine's places, and the search itself.
+NOT_RERUN = ("tracking", "paths", "hparams_search", "experiment")
+
+
+def rerun_groups(config: DictConfig) -> list[str]:
+    """Every config group whose choice a rerun must repeat (any group, the user's too), minus those not built."""
+    from dlrun.config.build import unbuilt_groups
+
+    choices = config.hydra.runtime.choices
+    skip = {*NOT_RERUN, *unbuilt_groups(config)}
+    return [g for g in choices if "/" not in g and not g.startswith("hydra") and g not in skip and choices[g]]
 
 
 def _runs_by_trial(ref: StudyRef, tracking_uri: str | None) -> dict[str, Any]:
@@ -64,20 +74,28 @@ def study_title(ref: StudyRef, rows: list[JobRow], failed: list[JobRow]) -> str:
 
 def rerun_overrides(config: DictConfig, best: JobRow) -> list[str]:
     """The command line that reruns the best trial: group choices, the search's fixed overrides, its params."""
-    choices = config.hydra.runtime.choices
-    keep = [f"{g}={choices[g]}" for g in RERUN_GROUPS if choices.get(g)]
+    choices, groups = config.hydra.runtime.choices, rerun_groups(config)
+    keep = [f"{g}={choices[g]}" for g in groups]
     for override in config.hydra.overrides.task:
         text = str(override)
         key = text.split("=", 1)[0].lstrip("+~")
-        if key.startswith("hydra") or key in ("hparams_search", *RERUN_GROUPS) or key == "trial":
+        if key.startswith("hydra") or key in (*NOT_RERUN, *choices) or key == "trial":
             continue
         if key not in {o.split("=", 1)[0] for o in best.overrides}:
             keep.append(text)
     return keep + best.overrides
 
 
-def best_preset(overrides: list[str], header: list[str]) -> str:
-    """``best.yaml``: a preset (``# @package _global_``) holding ``overrides``, for ``dlrun experiment=best``."""
+def best_preset(overrides: list[str], header: list[str], groups: Collection[str] | None = None) -> str:
+    """``best.yaml``: a preset (``# @package _global_``) holding ``overrides``, for ``dlrun experiment=best``.
+
+    ``groups``: the config groups among the overrides' keys (default: dlrun's own groups); their choices go
+    into the preset's defaults list.
+    """
+    if groups is None:
+        from dlrun.config.search_path import shipped_dir
+
+        groups = [p.name for p in shipped_dir("conf").iterdir() if p.is_dir() and p.name != "hydra"]
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     defaults: list[Any] = []
@@ -90,7 +108,7 @@ def best_preset(overrides: list[str], header: list[str]) -> str:
             continue
         if key.startswith(("tracking.uri", "paths.")):  # this machine's places, not the experiment
             continue
-        if key in RERUN_GROUPS:
+        if key in groups:
             defaults.append({f"override /{key}": parsed.value()})
             continue
         node = values
@@ -174,7 +192,7 @@ def report_study(
         ]
         path = folder / "best.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(best_preset(command, header), encoding="utf-8")
+        path.write_text(best_preset(command, header, rerun_groups(config)), encoding="utf-8")
         parent.log_artifact(path)
     parent.set_tags(tags)
     for png in save_plots(load_study(ref), folder / "optuna_plots"):

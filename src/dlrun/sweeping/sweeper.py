@@ -66,6 +66,18 @@ def outcome(ret: Any) -> tuple[Any, float | None, str | None]:
     return TrialState.COMPLETE, number, None
 
 
+def search_direction(config: DictConfig) -> str:
+    """``maximize``/``minimize`` from ``checkpoint.mode``, else the objective's ``mode``; refused when neither says."""
+    for key in ("checkpoint.mode", "objective.mode"):
+        mode = OmegaConf.select(config, key, default=None)
+        if mode in ("min", "max"):
+            return f"{mode}imize"
+    raise ConfigError(
+        "hydra.sweeper.direction: the objective names no mode; set hydra.sweeper.direction=maximize|minimize "
+        "(or checkpoint.mode=max|min)"
+    )
+
+
 class OptunaSearch:
     """What ``DlrunOptunaSweeper`` delegates to; the arguments are the ``hydra.sweeper`` config's keys."""
 
@@ -83,8 +95,8 @@ class OptunaSearch:
         custom_search_space: str | None = None,
     ) -> None:
         self.sampler = sampler
-        self.direction = str(getattr(direction, "name", direction)).lower()
-        if self.direction not in ("minimize", "maximize"):
+        self.direction = None if direction is None else str(getattr(direction, "name", direction)).lower()
+        if self.direction not in ("minimize", "maximize", None):
             raise ConfigError(f"hydra.sweeper.direction: {direction!r}; dlrun's sweeper takes minimize or maximize")
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), n_jobs, float(max_failure_rate)
@@ -100,6 +112,8 @@ class OptunaSearch:
         from hydra.core.plugins import Plugins
 
         self.config = config
+        if self.direction is None:
+            self.direction = search_direction(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )

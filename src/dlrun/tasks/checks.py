@@ -7,19 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dlrun.config.build import check_node, locate
+from dlrun.config.build import check_node, objective_takes
 from dlrun.config.validate import check_call, check_values
 from dlrun.contracts import check_classes
 from dlrun.errors import ConfigError
 from dlrun.tasks import TASKS
-
-
-def objective_takes(cfg: DictConfig) -> set[str]:
-    """Constructor parameters of the configured objective (``net``, ``optimizer``, ... for dlrun objectives)."""
-    target = locate(cfg.objective._target_, "objective") if "_target_" in cfg.objective else None
-    if target is None:
-        raise ConfigError("objective: needs a _target_ (a LightningModule class)")
-    return set(inspect.signature(target).parameters)
 
 
 def check_config(cfg: DictConfig) -> None:

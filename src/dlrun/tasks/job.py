@@ -52,7 +52,7 @@ def current_job(cfg: DictConfig) -> Job:
 
 def network_name(cfg: DictConfig, choices: dict[str, str]) -> str:
     """The part that names a run beside its data: the model when dlrun builds one, else the objective."""
-    from dlrun.tasks.checks import objective_takes
+    from dlrun.config.build import objective_takes
 
     try:
         builds_model = "net" in objective_takes(cfg)

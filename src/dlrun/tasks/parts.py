@@ -8,9 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dlrun.config.build import build
+from dlrun.config.build import build, objective_takes
 from dlrun.contracts import DataView, ObjectiveView, data_view, objective_view
-from dlrun.tasks.checks import objective_takes
 
 
 @dataclass

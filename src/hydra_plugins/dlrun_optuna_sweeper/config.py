@@ -119,7 +119,7 @@ class DlrunOptunaSweeperConf:
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
     pruner: Any = MISSING  # a pruner group's node (default: none), or just its name: hydra.sweeper.pruner=median
-    direction: Any = "minimize"  # minimize | maximize
+    direction: Any = None  # minimize | maximize; null: follows checkpoint.mode, else the objective's mode
     storage: str | None = None  # null: optuna.db beside MLflow's SQLite file (else the working directory)
     study_name: str | None = None  # null: the hparams_search preset's name, else the experiment's, else dlrun
     n_trials: int = 20  # finished trials (COMPLETE + PRUNED) the study should have: a rerun runs only the rest
