@@ -65,7 +65,11 @@ def main() -> None:
     from dlrun.config.user_code import make_importable
 
     make_importable()  # the user's models and data modules, by _target_, here and in every child process
-    code = _subcommand(sys.argv[1:])
+    try:
+        code = _subcommand(sys.argv[1:])
+    except BrokenPipeError:  # `dlrun runs | head`: the reader left, nothing to report
+        _quiet_stdout()
+        sys.exit(0)
     if code is not None:
         sys.exit(code)
     import hydra
@@ -91,6 +95,7 @@ def main() -> None:
     except SystemExit:
         raise
     except BrokenPipeError:  # `dlrun --help | head`: the reader left, nothing to report
+        _quiet_stdout()
         sys.exit(0)
     except BaseException as err:  # noqa: BLE001 - every failure gets one line and a code
         if show_traceback:
@@ -98,6 +103,12 @@ def main() -> None:
         code, line = describe_error(err, sys.argv[1:])
         print(f"dlrun: error: {one_line(line)}", file=sys.stderr, flush=True)
         sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: Python's final flush would raise BrokenPipeError again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _help(entry: Any) -> None:

@@ -62,7 +62,8 @@ class Throughput(pl.Callback):
         units = float(self._units)
         if elapsed > 0 and units > 0:
             name = f"train/{self.unit}_per_s"
-            pl_module.log(name, units * trainer.world_size / elapsed, on_epoch=True, rank_zero_only=True)
+            # Each rank's estimate of the whole job's rate, averaged over ranks (once an epoch: no hot-path sync).
+            pl_module.log(name, units * trainer.world_size / elapsed, on_epoch=True, sync_dist=True)
 
 
 def warm_type_checks() -> None:

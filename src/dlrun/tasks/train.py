@@ -58,7 +58,10 @@ def train(cfg: DictConfig) -> float | None:
         if best:
             run.log_artifact(best, "checkpoints")
         log_model(cfg, run, trainer, objective, batch)
-        return metric({**fit_metrics, **trainer.callback_metrics}, optimized_metric(cfg, objective.monitor))
+        optimized = optimized_metric(cfg, objective.monitor)
+        if optimized == objective.monitor and checkpoint.best_model_score is not None:
+            return float(checkpoint.best_model_score)  # the best epoch's value (the one tested), not the last's
+        return metric({**fit_metrics, **trainer.callback_metrics}, optimized)
 
 
 def is_builtin(objective: ObjectiveView) -> bool:
