@@ -122,6 +122,21 @@ class FiniteLoss(pl.Callback):
         self._sum = None
 
 
+class OnFirstStep(pl.Callback):
+    """Call ``action`` once, when the first training step of this fit starts."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.done = False
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.done:
+            self.done = True
+            self.action()
+
+
 class MonitorLogged(pl.Callback):
     """Stop with one line when the monitored metric is never logged, naming the key and what the module logs.
 

@@ -53,7 +53,7 @@ def training_callbacks(
 
     from dlrun.callbacks.checkpointing import ModelCheckpoint, last_checkpoint
     from dlrun.callbacks.interrupt import CheckpointOnInterrupt
-    from dlrun.callbacks.monitors import EmbedConfig, FiniteLoss, MonitorLogged, Throughput
+    from dlrun.callbacks.monitors import EmbedConfig, FiniteLoss, MonitorLogged, OnFirstStep, Throughput
     from dlrun.callbacks.rng import RngState
     from dlrun.sweeping import optimized_metric, optimized_mode, trial_callbacks
 
@@ -73,7 +73,8 @@ def training_callbacks(
             auto_insert_metric_name=False,
         )
     embed = EmbedConfig(config, extra={"run_id": run.run_id, "choices": job.choices})
-    callbacks = [checkpoint, FiniteLoss(), embed, RngState()]
+    # A continued run whose command fails before this keeps its earlier record (tracking.run._restore).
+    callbacks = [checkpoint, FiniteLoss(), embed, RngState(), OnFirstStep(run.mark_trained)]
     if monitor is not None:
         key = "checkpoint.monitor" if cfg.checkpoint.get("monitor") else f"{type(objective.module).__name__}.monitor"
         callbacks.append(MonitorLogged(monitor, key))

@@ -46,6 +46,16 @@ class Run(Protocol):
     def log_yaml(self, data: Any, name: str) -> None: ...
     def log_config(self, config: Mapping[str, Any], overrides: list[str]) -> None: ...
     def terminate(self, status: str) -> None: ...
+    def mark_trained(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a finished run looked like before a command continued it: restored if that command fails early."""
+
+    status: str
+    end_time: int | None
+    tags: dict[str, str]
 
 
 @dataclass
@@ -57,6 +67,24 @@ class TrackedRun:
     experiment_id: str
     tracking_uri: str
     status: str = field(default="RUNNING")
+    earlier: Record | None = None  # a continued run's record before this command touched it
+    trained: bool = False  # a training step ran in this command (the continued record has really changed)
+
+    def mark_trained(self) -> None:
+        """Training has started: from now on a failure is this run's own news, recorded as FAILED."""
+        self.trained = True
+
+    def _restore(self) -> None:
+        """Put a continued run's record back as it was: status, end time and tags (a failure before any step)."""
+        assert self.earlier is not None
+        current = self.client.get_run(self.run_id).data.tags
+        for key in current.keys() - self.earlier.tags.keys():
+            self.client.delete_tag(self.run_id, key)
+        changed = {k: v for k, v in self.earlier.tags.items() if current.get(k) != v}
+        if changed:
+            self.set_tags(changed)
+        self.status = self.earlier.status
+        self.client.set_terminated(self.run_id, self.earlier.status, end_time=self.earlier.end_time)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         """Log params in MLflow's batches of at most 100."""
@@ -141,6 +169,9 @@ class NullRun:
         """Keeps the status, as ``TrackedRun`` does."""
         self.status = status
 
+    def mark_trained(self) -> None:
+        """Nothing to remember."""
+
 
 @dataclass
 class RunSpec:
@@ -173,9 +204,11 @@ def tracked_run(spec: RunSpec | None) -> Iterator[Run]:
     if spec.resume_run_id:
         from dlrun.tracking.run_ids import resolve_run_id
 
-        info = client.get_run(resolve_run_id(client, spec.resume_run_id, "resume")).info
+        found = client.get_run(resolve_run_id(client, spec.resume_run_id, "resume"))
+        info = found.info
+        earlier = Record(info.status, info.end_time, dict(found.data.tags)) if info.status != "RUNNING" else None
         client.update_run(info.run_id, status="RUNNING")
-        run = TrackedRun(client, info.run_id, info.experiment_id, uri)
+        run = TrackedRun(client, info.run_id, info.experiment_id, uri, earlier=earlier)
     else:
         experiment_id = get_or_create_experiment(client, spec.experiment, artifact_root)
         created = client.create_run(experiment_id, run_name=spec.run_name, tags=spec.tags)
@@ -185,7 +218,10 @@ def tracked_run(spec: RunSpec | None) -> Iterator[Run]:
         yield run
     except (KeyboardInterrupt, RunInterrupted):
         _stop(monitor)
-        run.terminate("KILLED")
+        if run.earlier is not None and not run.trained:
+            run._restore()
+        else:
+            run.terminate("KILLED")
         raise
     except TrialPruned as err:  # a search's pruner stopped it: an outcome, not a failure
         _stop(monitor)
@@ -196,6 +232,9 @@ def tracked_run(spec: RunSpec | None) -> Iterator[Run]:
         raise
     except BaseException as err:
         _stop(monitor)
+        if run.earlier is not None and not run.trained:  # a continued run that failed before any step: unchanged
+            run._restore()
+            raise
         message = one_line(str(err)) or type(err).__name__
         try:
             run.set_tags({"dlrun.error": f"{type(err).__name__}: {message}"[:5000]})
