@@ -25,13 +25,13 @@ def _task(cfg: Any) -> Any:
         return run_task(cfg)
     except BaseException as err:  # noqa: BLE001 - re-raised by main() once Hydra is done
         if isinstance(err, TrialPruned):  # stopped early by a search's pruner: an outcome, not a failure
-            from dlrun.sweeping.bookkeeping import JobPruned
+            from dlrun.sweeping.outcomes import JobPruned
 
             return JobPruned(err.epoch, err.value)
         _failures.append(err)
         if isinstance(err, (KeyboardInterrupt, RunInterrupted)):
             raise  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
-        from dlrun.sweeping.bookkeeping import JobFailed
+        from dlrun.sweeping.outcomes import JobFailed
 
         # Sweep jobs in other processes (joblib, SLURM) report failure through this return value.
         return JobFailed.of(err)
@@ -135,6 +135,8 @@ def describe_error(err: BaseException, argv: list[str]) -> tuple[int, str]:
         return err.exit_code, f"{err}; the run was marked KILLED"
     if isinstance(err, KeyboardInterrupt):
         return 130, "interrupted"
+    if type(err).__name__ == "InstantiationException" and isinstance(err.__cause__, UserError):
+        err = err.__cause__  # Hydra's "Error in call to target ..." around a check of ours: our line alone
     if isinstance(err, UserError):
         return err.exit_code, one_line(str(err))
     if isinstance(err, OverrideParseException):

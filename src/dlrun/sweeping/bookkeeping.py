@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun._upstream import hydra_job_value
 from dlrun.errors import UserError
+from dlrun.sweeping.outcomes import JobFailed, JobPruned
 from dlrun.sweeping.table import JobRow, best_row, common_overrides, sweep_table, table_text
 from dlrun.tracking.identity import CONFIG_HASH_TAG, config_hash, newest_run
 
@@ -47,27 +48,6 @@ class SweepFailed(UserError):
 
 # Set by on_multirun_end for the CLI to raise: Hydra turns exceptions raised in callbacks into warnings.
 failure: SweepFailed | None = None
-
-
-@dataclass(frozen=True)
-class JobFailed:
-    """What a failed job returns to Hydra: not a number, so Optuna records the trial as failed and goes on."""
-
-    error: str
-
-    @classmethod
-    def of(cls, err: BaseException) -> JobFailed:
-        """The error as one line: the message of dlrun's own errors, ``Type: message`` of others."""
-        message = " ".join(str(err).split()) or type(err).__name__
-        return cls(message if isinstance(err, UserError) else f"{type(err).__name__}: {message}")
-
-
-@dataclass(frozen=True)
-class JobPruned:
-    """What a job stopped by its search's pruner returns to Hydra: the epochs it trained and its last value."""
-
-    epoch: int
-    value: float | None = None
 
 
 @dataclass
@@ -207,10 +187,19 @@ class SweepCallback(Callback):
         if not is_rank_zero():  # a sweep started again by a DDP rank must not open a second parent
             return
         failure = None
+        from dlrun.sweeping.sweeper import check_search
+
+        try:
+            check_search(config)
+        except UserError:
+            return  # the sweeper, built next, stops with this error: no parent run for a search that cannot start
         sweep = Sweep(sweep_id=uuid.uuid4().hex[:12])
         try:
             if config.tracking.enabled:
-                self._open_parent(config, sweep)
+                from dlrun.logs import quiet_third_party
+
+                with quiet_third_party():  # a new store's "Creating initial MLflow database tables" lines
+                    self._open_parent(config, sweep)
         finally:
             # Even without a parent (store unreachable: each job then fails fast, saying why) the jobs
             # must find the sweep, so that their outcomes reach the table and the exit code.

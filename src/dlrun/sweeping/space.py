@@ -65,6 +65,10 @@ def _distribution(override: Any) -> Any:
     if override.is_interval_sweep():
         assert isinstance(value, IntervalSweep)
         log = "log" in value.tags
+        if log and value.start <= 0:
+            raise ConfigError(f"{key}: a log interval must start above 0, got {override.input_line!r}")
+        if value.start > value.end:
+            raise ConfigError(f"{key}: the interval's low end is above its high end in {override.input_line!r}")
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)

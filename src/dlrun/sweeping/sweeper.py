@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun._upstream import hydra_job_value
-from dlrun.errors import ConfigError
-from dlrun.sweeping.bookkeeping import JobFailed, JobPruned
+from dlrun.errors import ConfigError, UserError
+from dlrun.sweeping.outcomes import JobFailed, JobPruned
 from dlrun.sweeping.pruners import build_pruner, pruner_spec
 from dlrun.sweeping.space import SearchSpace, search_space, trial_overrides
 from dlrun.sweeping.study import (
@@ -78,6 +78,28 @@ def search_direction(config: DictConfig) -> str:
     )
 
 
+def check_search(config: DictConfig) -> None:
+    """For dlrun's Optuna sweeper: every check of the search settings, as the sweeper will make them (else nothing).
+
+    Hydra opens the sweep (``on_multirun_start``: the parent run) before it builds the sweeper; this lets the
+    parent stay closed when the search cannot start.
+    """
+    node = OmegaConf.select(config, "hydra.sweeper")
+    if node is None or "dlrun_optuna_sweeper" not in str(node.get("_target_", "")):
+        return
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        sweeper = instantiate(node)
+    except InstantiationException as err:
+        raise (err.__cause__ if isinstance(err.__cause__, UserError) else err) from None
+    search = sweeper.search
+    if search.direction is None:
+        search.direction = search_direction(config)
+    search.check(config)
+
+
 class OptunaSearch:
     """What ``DlrunOptunaSweeper`` delegates to; the arguments are the ``hydra.sweeper`` config's keys."""
 
@@ -100,6 +122,12 @@ class OptunaSearch:
             raise ConfigError(f"hydra.sweeper.direction: {direction!r}; dlrun's sweeper takes minimize or maximize")
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), n_jobs, float(max_failure_rate)
+        if self.n_trials < 1:
+            raise ConfigError(f"hydra.sweeper.n_trials: must be >= 1 (finished trials to reach), got {n_trials}")
+        if n_jobs is not None and int(n_jobs) < 1:
+            raise ConfigError(f"hydra.sweeper.n_jobs: must be >= 1 or null, got {n_jobs}")
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise ConfigError(f"hydra.sweeper.max_failure_rate: must be in [0, 1], got {max_failure_rate}")
         self.params = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else params
         self.pruner = pruner_spec(OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else pruner)
         self.custom_search_space = custom_search_space
@@ -114,9 +142,28 @@ class OptunaSearch:
         self.config = config
         if self.direction is None:
             self.direction = search_direction(config)
+        self.check(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
+
+    def check(self, config: DictConfig) -> None:
+        """Everything about the search that can be wrong, before the sweep's parent run opens."""
+        import logging
+
+        logging.getLogger("optuna").setLevel(logging.WARNING)  # "A new study created": not news on stderr
+        build_pruner(self.pruner)
+        search_space(self.params, [str(o) for o in config.hydra.overrides.task])
+        ref = study_ref(config)
+        if ref is not None:
+            try:
+                open_storage(ref.storage)
+            except Exception as err:  # noqa: BLE001 - SQLAlchemy and Optuna raise many kinds
+                from dlrun.errors import one_line
+
+                first = one_line(str(err).split("\n")[0])[:200]
+                reason = f"{type(err).__name__}: {first}"
+                raise ConfigError(f"hydra.sweeper.storage: cannot open {ref.storage} ({reason})") from err
 
     def _sampler(self, space: SearchSpace) -> Any:
         import optuna
