@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -45,8 +44,16 @@ def init_project(target: Path, add: bool = False) -> tuple[list[Path], list[Path
 
 
 def init_main(argv: list[str]) -> int:
-    """``dlrun init DIR``: write the starter project and say how to run it."""
-    parser = argparse.ArgumentParser(prog="dlrun init", description="Create a small dlrun project to start from.")
+    """``dlrun init DIR``: write the starter project and say how to run it (mistakes: one line, exit 2)."""
+    from dlrun.browse.entry import guarded
+
+    return guarded(lambda: _init(argv))
+
+
+def _init(argv: list[str]) -> int:
+    from dlrun.browse.entry import Parser
+
+    parser = Parser(prog="dlrun init", description="Create a small dlrun project to start from.")
     parser.add_argument("directory", type=Path, help="new (or empty) folder for the project")
     parser.add_argument("--add", action="store_true", help="add the files to an existing project; keep files it has")
     args = parser.parse_args(argv)

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--sort", metavar="METRIC", help="largest first (the monitored metric: by its best value)")
     listing.add_argument("--asc", action="store_true", help="with --sort: smallest first")
+    listing.add_argument("--top", type=int, default=0, metavar="N", help="with --sort: the N best runs with the metric")
     _add_formats(parser)
 
     sub = parser.add_subparsers(dest="command", metavar="{show,diff,plot}")
@@ -107,8 +108,11 @@ def list_runs(args: argparse.Namespace) -> int:
 
     if args.last < 0:
         raise ConfigError(f"--last {args.last}: must be >= 0 (0: all runs)")
+    if args.top < 0 or (args.top and not args.sort):
+        raise ConfigError(f"--top {args.top}: needs --sort METRIC and N >= 1")
     reader = open_reader(args.tracking_uri, Path.cwd(), need_filter=bool(args.filter))
-    query = selection.Query(args.experiment, args.status, args.name, args.filter, args.last, args.sort, args.asc)
+    last = 0 if args.top else args.last  # the best N of all runs, not of the latest ones
+    query = selection.Query(args.experiment, args.status, args.name, args.filter, last, args.sort, args.asc, args.top)
     top = selection.select(reader, query)
     if args.csv or args.json:
         from dlrun.browse.output import write_csv, write_json

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from dlrun.errors import ConfigError, UserError
+from dlrun.errors import ConfigError, UserError, one_line
 
 
 class UsageError(ConfigError):
@@ -44,11 +44,6 @@ def add_store_option(parser: argparse.ArgumentParser, suppress: bool = False) ->
         default=argparse.SUPPRESS if suppress else None,
         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<this folder>/mlflow.db)",
     )
-
-
-def one_line(text: str) -> str:
-    """Whitespace (newlines included) folded to single spaces."""
-    return " ".join(str(text).split())
 
 
 def guarded(command: Callable[[], int]) -> int:

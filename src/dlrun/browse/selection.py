@@ -24,6 +24,7 @@ class Query:
     last: int = 20
     sort: str | None = None
     ascending: bool = False
+    top: int = 0  # with sort: only the N best (after sorting, unlike ``last``)
 
 
 def experiment_ids(reader: Reader, names: list[str]) -> list[str]:
@@ -53,7 +54,13 @@ def select(reader: Reader, query: Query) -> list[RunRecord]:
         top = top[: query.last]
     fill_best(reader, top)
     if query.sort:
+        if top and not any(metric_value(r, query.sort) is not None for run in top for r in (run, *run.children)):
+            known = sorted({k for run in top for r in (run, *run.children) for k in r.metrics})
+            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise UserError(f"--sort {query.sort}: no run shown has this metric; they have: {shown or 'no metrics'}")
         sort_by(top, query.sort, query.ascending)
+        if query.top > 0:
+            top = [r for r in top if metric_value(r, query.sort) is not None][: query.top]
     return top
 
 

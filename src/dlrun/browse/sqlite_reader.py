@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dlrun.browse.records import RunRecord
+from dlrun.errors import UserError
 from dlrun.tracking.run_ids import MIN_PREFIX, RUN_ID, RUN_ID_PREFIX, AmbiguousRunId, RunNotFound
 
 CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
@@ -28,6 +29,12 @@ class SqliteReader:
         self.uri = uri
         path = uri.removeprefix("sqlite:///")
         self.db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            raise UserError(f"--tracking-uri {uri}: {path} is not an SQLite database ({err})") from err
+        if not {"runs", "experiments"} <= tables:
+            raise UserError(f"--tracking-uri {uri}: {path} is an SQLite file but not an MLflow store (no runs table)")
         self._client: Any = None
         self._names: dict[str, str] | None = None
 

@@ -35,13 +35,24 @@ class Stop(Exception):
     """A signal asked ``dlrun ui`` to stop."""
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0 to 65535 (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``dlrun ui`` command line."""
     parser = Parser(prog="dlrun ui", description="Start MLflow's UI on dlrun's store; Ctrl-C stops it.")
     add_store_option(parser)
     parser.add_argument("-e", "--experiment", metavar="NAME", help="open this experiment (default: the latest run's)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0: any free port)")
+    parser.add_argument("--port", type=port_number, default=5000, help="port (default 5000; 0: any free port)")
     parser.add_argument(
         "--verbose", action="store_true", help="show MLflow's server log instead of keeping it in a file"
     )
@@ -64,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
         print(page_url(reader.uri, experiment_id), flush=True)
         return 0
     _, artifact_root = resolve_uri(reader.uri, Path.cwd())
+    check_host(args.host)
     port = free_port(args.host) if args.port == 0 else args.port
     if not port_is_free(args.host, port):
         raise UserError(f"--port {port}: already in use on {args.host} (another UI?); pass --port N or --port 0")
@@ -137,6 +149,19 @@ def page_url(base: str, experiment_id: str | None) -> str:
     if experiment_id is None:
         return f"{base}/"
     return f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}"
+
+
+def check_host(host: str) -> None:
+    """UserError naming ``--host`` when it is no address this machine can listen on."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise UserError(f"--host {host}: not a host name or address ({err})") from None
+    with socket.socket(infos[0][0]) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as err:
+            raise UserError(f"--host {host}: this machine cannot listen there ({err.strerror})") from None
 
 
 def free_port(host: str) -> int:

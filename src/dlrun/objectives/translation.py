@@ -52,6 +52,12 @@ class TranslationModule(NetworkObjective):
         for name, value in (("decode", decode), ("val_decode", val_decode)):
             if value not in ("greedy", "beam"):
                 raise ValueError(f"{name}: expected 'greedy' or 'beam', got {value!r}")
+        floors = (("beam_size", beam_size, 1), ("max_decode_len", max_decode_len, 1), ("num_samples", num_samples, 0))
+        for name, value, least in floors:
+            if value < least:
+                raise ValueError(f"{name}: must be >= {least}, got {value}")
+        if length_penalty < 0:
+            raise ValueError(f"length_penalty: must be >= 0, got {length_penalty}")
         # Only plain data goes into the checkpoint's hyper_parameters (loadable with weights_only=True).
         self.save_hyperparameters(ignore=self.IGNORED)
         self.pad_index: int = getattr(net, "pad_index", 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -22,6 +23,7 @@ def check_config(cfg: DictConfig) -> None:
     """
     if cfg.task not in TASKS:
         raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
+    check_task_keys(cfg)
     takes = objective_takes(cfg)
     data_cls = check_node(cfg.data, "data")
     objective_cls = check_node(cfg.objective, "objective")
@@ -69,6 +71,27 @@ def configured_monitor(cfg: DictConfig, objective_cls: Any) -> str | None:
         return parameter.default
     attribute = getattr(objective_cls, "monitor", None)
     return attribute if isinstance(attribute, str) else None
+
+
+SPLITS = {"eval": ("test", "val"), "predict": ("test", "val", "train")}
+
+
+def check_task_keys(cfg: DictConfig) -> None:
+    """The top-level keys a task reads: ``seed`` a whole number, ``split`` one the task knows, ``output`` writable."""
+    from pathlib import Path
+
+    from dlrun.config.validate import check_choice
+
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed: expected a whole number, got {seed!r}")
+    check_choice(cfg.get("split"), SPLITS.get(cfg.task, ("test", "val", "train")), "split")
+    output = cfg.get("output")
+    if cfg.task == "predict" and output:
+        folder = Path(str(output)).expanduser().absolute().parent
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"output={output}: cannot write there ({existing} is not a writable folder)")
 
 
 def callback_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
