@@ -385,7 +385,8 @@ class SweepCallback(Callback):
         parent.log_text(text, "sweep_table.txt")
         parent.log_text(json.dumps([r.as_dict() for r in rows], indent=2), "sweep_jobs.json")
         best = best_row(rows, mode)
-        tags: dict[str, Any] = {"dlrun.jobs": len(rows), "dlrun.failed_jobs": len(failed)}
+        # Counted over the rows shown (a study's every trial), as the table and trials/* metrics count them.
+        tags: dict[str, Any] = {"dlrun.jobs": len(rows), "dlrun.failed_jobs": sum(r.failed for r in rows)}
         if best is not None:
             parent.log_metrics({metric: best.value})
             tags["dlrun.best_run_id"] = best.run_id or best.reused_run_id or ""
@@ -415,14 +416,38 @@ class SweepCallback(Callback):
 
 
 def sweep_params(config: DictConfig) -> dict[str, str]:
-    """The sweep's arguments as params: ``model: mlp,cnn``; Optuna's search space as ``search.<key>``."""
+    """The sweep's arguments as params: ``model: mlp,cnn``; an Optuna search's settings as ``search.*``.
+
+    ``search.<key>``: the distribution trials draw from (the preset's space with the command line on top);
+    ``search.sampler``, ``search.pruner``, ``search.storage``, ``search.study``, ``search.direction``.
+    """
     params: dict[str, str] = {}
     for override in config.hydra.overrides.task:
         key, _, value = str(override).partition("=")
         params[_param_key(key)] = value
+    from dlrun.sweeping.study import study_ref
+
+    ref = study_ref(config)
+    if ref is None:
+        return params
+    from dlrun.sweeping.pruners import pruner_spec
+    from dlrun.sweeping.space import search_space
+
+    sweeper = config.hydra.sweeper
     search = OmegaConf.select(config, "hydra.sweeper.params")
-    for key, value in (OmegaConf.to_container(search) if search else {}).items():
-        params[f"search.{_param_key(str(key))}"] = str(value)
+    arguments = [str(o) for o in config.hydra.overrides.task]
+    space = search_space(OmegaConf.to_container(search) if search else {}, arguments)
+    for key, distribution in space.distributions.items():
+        params[f"search.{_param_key(key)}"] = repr(distribution)
+    sampler = OmegaConf.to_container(sweeper.sampler, resolve=True) if isinstance(sweeper.sampler, DictConfig) else {}
+    params["search.sampler"] = json.dumps(sampler, sort_keys=True, default=str)
+    pruner = sweeper.pruner
+    spec = pruner_spec(OmegaConf.to_container(pruner, resolve=True) if isinstance(pruner, DictConfig) else pruner)
+    params["search.pruner"] = json.dumps(spec, sort_keys=True, default=str)
+    params["search.storage"], params["search.study"] = ref.storage, ref.name
+    from dlrun.sweeping.sweeper import search_direction
+
+    params["search.direction"] = str(sweeper.get("direction") or search_direction(config))
     return params
 
 
