@@ -203,6 +203,12 @@ def _hydra_message(err: BaseException, argv: list[str]) -> str:
         hint = _did_you_mean(option, options, f"{group}=")
         allowed = f"; available: {', '.join(options)}" if options else ""
         return f"{group}={option}: no such {group}{hint}{allowed}"
+    pattern = r"(?:In '([^']+)': )?ConfigKeyError.*?Key '([^']+)' not in '([^']+)'.*?full_key: (\S+)"
+    misplaced = re.search(pattern, text, re.S)
+    if misplaced:
+        source, _, node, key = misplaced.groups()
+        where = f" (set in {source})" if source else ""
+        return f"{key}: unknown key: {node} has no such setting{where}"
     not_loaded = re.search(r"Could not load '([^'/]+)/([^']+)'", text)  # one option of a list (callbacks=[a,b])
     if not_loaded:
         group, option = not_loaded.groups()
