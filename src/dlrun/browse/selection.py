@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from dlrun.browse.records import BEST_RUN_TAG, RunRecord, better
 from dlrun.browse.store import EmptyStore, Reader
-from dlrun.errors import UserError
+from dlrun.errors import ConfigError, UserError
 
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
 
@@ -57,7 +57,7 @@ def select(reader: Reader, query: Query) -> list[RunRecord]:
         if top and not any(metric_value(r, query.sort) is not None for run in top for r in (run, *run.children)):
             known = sorted({k for run in top for r in (run, *run.children) for k in r.metrics})
             shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
-            raise UserError(f"--sort {query.sort}: no run shown has this metric; they have: {shown or 'no metrics'}")
+            raise ConfigError(f"--sort {query.sort}: no run shown has this metric; they have: {shown or 'no metrics'}")
         sort_by(top, query.sort, query.ascending)
         if query.top > 0:
             top = [r for r in top if metric_value(r, query.sort) is not None][: query.top]
