@@ -100,6 +100,12 @@ def check_search(config: DictConfig) -> None:
     search.check(config)
 
 
+def _is_grid(sampler: Any) -> bool:
+    import optuna
+
+    return isinstance(sampler, optuna.samplers.GridSampler)  # skips the points already run by itself
+
+
 class OptunaSearch:
     """What ``DlrunOptunaSweeper`` delegates to; the arguments are the ``hydra.sweeper`` config's keys."""
 
@@ -195,7 +201,24 @@ class OptunaSearch:
                 f"{study.direction.name.lower()}; use another hydra.sweeper.study_name to {self.direction}"
             )
         study.set_user_attr(PRUNER_ATTR, self.pruner)  # trial jobs rebuild the pruner from it
+        done = len(study.get_trials(deepcopy=False))
+        if done and not _is_grid(study.sampler):
+            study.sampler = self._continued_sampler(done) or study.sampler
         return study, ref
+
+    def _continued_sampler(self, done: int) -> Any:
+        """The configured sampler with its seed moved on by the trials the study already has (None: unseeded).
+
+        A sampler rebuilt with the same seed would replay the draws of the earlier run (the same parameter
+        sets again); seed + trials so far keeps a continued search reproducible without repeating it.
+        """
+        from hydra.utils import instantiate
+
+        assert self.config is not None
+        node = OmegaConf.select(self.config, "hydra.sweeper.sampler")
+        if node is None or OmegaConf.select(node, "seed") is None:
+            return None
+        return instantiate(node, seed=int(node.seed) + done)
 
     def _ask(self, study: Any, space: SearchSpace) -> Any:
         trial = study.ask(fixed_distributions=space.distributions)

@@ -1,0 +1,30 @@
+"""A continued search never proposes a parameter set it has already run (issue 22, point 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import DATA, dlrun, store_uri
+
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "tracking.log_model=false",
+    "callbacks.plots=false",
+    f"paths.data_dir={DATA}",
+]
+
+
+def test_a_continued_search_draws_new_parameter_sets(tmp_path: Path) -> None:
+    import optuna
+
+    common = ["hparams_search=mnist_optuna", f"tracking.uri={store_uri(tmp_path)}", *TINY]
+    for n_trials in (2, 4):  # the same command with a larger budget continues the study
+        result = dlrun([*common, f"hydra.sweeper.n_trials={n_trials}"], tmp_path)
+        assert result.returncode == 0, result.describe()
+    study = optuna.load_study(study_name="mnist_mlp", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(drawn) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert len(set(drawn)) == 4, f"a continued search replayed earlier draws: {drawn}"
