@@ -64,6 +64,10 @@ class Start:
                 run.log_config(config, self.job.overrides)
                 # Only on new runs: a resumed run keeps its first value (MLflow params cannot change).
                 run.log_params({THREADS_PARAM: str(torch_threads())})
+                if run.run_id is not None and self.cfg.tracking.get("capsule", True):
+                    from dlrun.tracking.capsule import log_capsule
+
+                    log_capsule(run, self.job.cwd)  # what it takes to run it again: code and environment
             yield run
 
     def attach_logger(self, trainer: Any, run: Run) -> None:
