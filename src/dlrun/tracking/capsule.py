@@ -33,8 +33,10 @@ NUMERIC_ENV = (
     "NVIDIA_TF32_OVERRIDE",
 )
 # Not code: environments, caches, and what runs write (run dirs, MLflow artifacts).
-SKIPPED_FOLDERS = {".git", ".venv", "venv", "__pycache__", "node_modules", "outputs", "multirun", "mlartifacts"}
-SKIPPED_FOLDERS.add("mlruns")
+SKIPPED_FOLDERS = {
+    *(".git", ".venv", "venv", "__pycache__", "node_modules"),
+    *("outputs", "multirun", "mlartifacts", "mlruns"),
+}
 
 
 def _git(folder: Path, *args: str) -> str | None:
