@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--top", type=int, default=0, metavar="N", help="with --sort: the N best runs with the metric")
     _add_formats(parser)
 
-    sub = parser.add_subparsers(dest="command", metavar="{show,diff,plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{show,diff,plot,tag,note,delete,restore}")
     show = sub.add_parser(
         "show", help="one run: config, metrics, tags, artifacts, commands to go on", prog="dlrun runs show"
     )
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", metavar="PNG", help="where to write the PNG (default: ./runs-METRIC.png)")
     add_store_option(plot, suppress=True)
     plot.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="also print the curves as JSON")
+    from dlrun.browse.housekeeping import add_parsers
+
+    add_parsers(sub, add_store_option)
     return parser
 
 
@@ -91,7 +94,9 @@ def runs_main(argv: list[str]) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    handlers = {None: list_runs, "show": show_run, "diff": diff_runs, "plot": plot_runs}
+    from dlrun.browse.housekeeping import HANDLERS
+
+    handlers = {None: list_runs, "show": show_run, "diff": diff_runs, "plot": plot_runs, **HANDLERS}
     return handlers[args.command](args)
 
 
