@@ -1,0 +1,96 @@
+"""What a run records to be run again (capsule/), and the changes users make to records by hand (issue 24)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import all_runs, dlrun, store_uri
+
+
+def git(folder: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_a_run_records_its_uncommitted_code_and_environment(tmp_path: Path) -> None:
+    import torch
+
+    from dlrun.starter import init_project
+
+    project = tmp_path / "project"
+    init_project(project)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "start")
+    head = git(project, "rev-parse", "HEAD")
+    with (project / "tinynet.py").open("a", encoding="utf-8") as handle:
+        handle.write("# a change not yet committed\n")
+    (project / "helper_module.py").write_text("VALUE = 3\n", encoding="utf-8")
+    store = store_uri(tmp_path)
+    result = dlrun(["experiment=spirals", "trainer.max_epochs=1", f"tracking.uri={store}"], project)
+    assert result.returncode == 0, result.describe()
+    [run] = all_runs(store)
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://")) / "capsule"
+    code = json.loads((artifacts / "code.json").read_text())
+    assert code["kind"] == "git" and code["commit"] == head and code["dirty"] and not code["capped"]
+    assert code["untracked_files"] == ["helper_module.py"]  # not the run's own outputs/ or mlartifacts/
+    diff = (artifacts / "code.diff").read_text()
+    assert "+# a change not yet committed" in diff and "+VALUE = 3" in diff
+    environment = json.loads((artifacts / "environment.json").read_text())
+    assert environment["torch"]["version"] == torch.__version__
+    assert environment["distributions"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])
+    assert run.data.tags["dlrun.code_digest"].startswith(head[:12])
+
+
+@pytest.fixture
+def store_with_a_sweep(tmp_path: Path) -> tuple[str, str, list[str]]:
+    """A store holding a sweep parent with two job runs, and one more run."""
+    from mlflow.tracking import MlflowClient
+
+    uri = store_uri(tmp_path)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment, run_name="search").info.run_id
+    jobs = [
+        client.create_run(experiment, run_name=f"job-{i}", tags={"mlflow.parentRunId": parent}).info.run_id
+        for i in range(2)
+    ]
+    other = client.create_run(experiment, run_name="other").info.run_id
+    for run_id in (parent, *jobs, other):
+        client.set_terminated(run_id, "FINISHED")
+    return uri, parent, [*jobs, other]
+
+
+def test_tag_note_delete_and_restore(store_with_a_sweep: tuple[str, str, list[str]], capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from dlrun.browse.commands import runs_main
+
+    uri, parent, (job_a, job_b, other) = store_with_a_sweep
+    client = MlflowClient(uri)
+    store = ["--tracking-uri", uri]
+    assert runs_main(["tag", other[:8], "owner=me", "stage=draft", *store]) == 0
+    assert runs_main(["tag", other[:8], "stage=", *store]) == 0  # KEY= removes it
+    tags = client.get_run(other).data.tags
+    assert tags["owner"] == "me" and "stage" not in tags
+    assert runs_main(["tag", other[:8], "dlrun.task=x", *store]) == 2
+    assert "dlrun's and MLflow's own tags are not set by hand" in capsys.readouterr().err
+    assert runs_main(["note", other[:8], "first", "try", *store]) == 0
+    assert client.get_run(other).data.tags["mlflow.note.content"] == "first try"
+
+    assert runs_main(["delete", parent[:8], *store]) == 0
+    states = {r: client.get_run(r).info.lifecycle_stage for r in (parent, job_a, job_b, other)}
+    assert states == {parent: "deleted", job_a: "deleted", job_b: "deleted", other: "active"}
+    assert runs_main(["restore", parent[:8], *store]) == 0
+    assert {client.get_run(r).info.lifecycle_stage for r in (parent, job_a, job_b)} == {"active"}
+    assert runs_main(["restore", other[:8], *store]) == 1  # not deleted: no deleted run starts with it
+    assert "no MLflow run id starts with" in capsys.readouterr().err
