@@ -150,7 +150,12 @@ def _test_cell(run: RunRecord, key: str) -> str:
     return fmt(run.metrics.get(key))
 
 
-STATUS_STYLE = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
+STATUS_STYLE = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PRUNED": "magenta"}
+
+
+def shown_status(run: RunRecord) -> str:
+    """The run's status, with a trial its search's pruner stopped shown as PRUNED (MLflow records it KILLED)."""
+    return "PRUNED" if run.status == "KILLED" and "dlrun.pruned" in run.tags else run.status
 
 
 def columns(top: list[RunRecord]) -> tuple[list[Column], list[str]]:
@@ -165,14 +170,18 @@ def columns(top: list[RunRecord]) -> tuple[list[Column], list[str]]:
             prefix = "└ " if last else "├ "
         mark = " *" if run.is_best else ""
         name = run.name or "-"
+        study = run.tags.get("dlrun.study_name")
+        if study and study not in name:  # five parents named mnist-search: their studies tell them apart
+            name = f"{name} ({study})"
         room = NAME_WIDTH - len(prefix) - len(mark)
         names.append(prefix + (name if len(name) <= room else name[: room - 1] + "…") + mark)
     monitors = monitor_keys(runs)
     one = monitors[0] if len(monitors) == 1 else None
+    statuses = [shown_status(r) for r in runs]
     cols = [
         Column("id", [r.short_id for r in runs], 0),
         Column("name", names, 0, styles=["bold" if r.is_best else "" for r in runs]),
-        Column("status", [r.status for r in runs], 0, styles=[STATUS_STYLE.get(r.status, "") for r in runs]),
+        Column("status", statuses, 0, styles=[STATUS_STYLE.get(s, "") for s in statuses]),
         Column("start", [_start(r.start_ms) for r in runs], 9),
         Column("time", [_duration(r.duration_s()) for r in runs], 8, right=True),
     ]

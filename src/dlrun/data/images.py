@@ -21,6 +21,8 @@ def read_image_folder(folder: str | Path, size: Sequence[int] = (28, 28)) -> tup
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"input={folder}: is a file; name the folder of .png images to classify")
     if not folder.is_dir():
         raise DataError(f"input={folder}: no such folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
