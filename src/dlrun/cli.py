@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dlrun.errors import RunInterrupted, TrialPruned, UserError, one_line, raise_interrupt
+from dlrun.errors import ConfigError, RunInterrupted, TrialPruned, UserError, one_line, raise_interrupt
 
 # A job's failure, kept here instead of raised inside Hydra (whose job runner would add its own report).
 _failures: list[BaseException] = []
@@ -84,6 +84,7 @@ def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, raise_interrupt)
     try:
+        check_argument_sizes(sys.argv[1:])
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
             _help(entry)
             return
@@ -103,6 +104,23 @@ def main() -> None:
         code, line = describe_error(err, sys.argv[1:])
         print(f"dlrun: error: {one_line(line)}", file=sys.stderr, flush=True)
         sys.exit(code)
+
+
+MAX_KEY = 200  # far beyond any config key; a longer one would reach the file system as a config file name
+MAX_NUMBER_DIGITS = 4000  # Python refuses to convert integers of more than 4300 digits
+
+
+def check_argument_sizes(argv: list[str]) -> None:
+    """Refuse absurdly long keys and numbers before Hydra turns them into file names or int conversions."""
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        key, _, value = arg.partition("=")
+        if len(key) > MAX_KEY:
+            raise ConfigError(f"{key[:40]}...: a key of {len(key)} characters is no config key")
+        digits = sum(ch.isdigit() for ch in value)
+        if digits > MAX_NUMBER_DIGITS:
+            raise ConfigError(f"{key}: a value of {digits} digits is no number dlrun can use")
 
 
 def _quiet_stdout() -> None:
