@@ -119,7 +119,7 @@ def check_argument_sizes(argv: list[str]) -> None:
         if len(key) > MAX_KEY:
             raise ConfigError(f"{key[:40]}...: a key of {len(key)} characters is no config key")
         digits = sum(ch.isdigit() for ch in value)
-        if digits > MAX_NUMBER_DIGITS:
+        if digits > MAX_NUMBER_DIGITS and re.fullmatch(r"[-+]?[\d_]+(\.[\d_]*)?([eE][-+]?\d+)?", value):
             raise ConfigError(f"{key}: a value of {digits} digits is no number dlrun can use")
 
 
