@@ -50,6 +50,19 @@ def test_a_run_records_its_uncommitted_code_and_environment(tmp_path: Path) -> N
     assert environment["distributions"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])
     assert run.data.tags["dlrun.code_digest"].startswith(head[:12])
 
+    # One line changed between two runs: `dlrun runs diff` shows that line and no package difference.
+    text = (project / "tinynet.py").read_text(encoding="utf-8")
+    (project / "tinynet.py").write_text(text.replace("not yet committed", "changed again"), encoding="utf-8")
+    again = dlrun(["experiment=spirals", "trainer.max_epochs=1", f"tracking.uri={store}"], project)
+    assert again.returncode == 0, again.describe()
+    shown = dlrun(
+        ["runs", "diff", run.info.run_id[:8], all_runs(store)[0].info.run_id[:8], "--json", "--tracking-uri", store],
+        project,
+    )
+    code = json.loads(shown.stdout)["code"]
+    assert code["only_a"] == ["+# a change not yet committed"] and code["only_b"] == ["+# a change changed again"]
+    assert json.loads(shown.stdout)["environment"] == []
+
 
 @pytest.fixture
 def store_with_a_sweep(tmp_path: Path) -> tuple[str, str, list[str]]:

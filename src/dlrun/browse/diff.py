@@ -34,7 +34,62 @@ def compare(reader: Any, ref_a: str, ref_b: str) -> dict[str, Any]:
                 metrics.insert(0, best)
                 found = best
             found[side] = lo_hi[1] if mode == "max" else lo_hi[0]
-    return {"a": _head(a), "b": _head(b), "params": params, "metrics": metrics}
+    return {"a": _head(a), "b": _head(b), "params": params, "metrics": metrics, **capsule_diff(reader, a, b)}
+
+
+def _capsule(reader: Any, run: RunRecord) -> dict[str, Any]:
+    """A run's ``capsule/`` files (code.json, code.diff, environment.json) as read from its artifacts; {} if none."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    local = run.artifact_uri.removeprefix("file://") if run.artifact_uri.startswith(("file://", "/")) else None
+    if local is not None:
+        folder = Path(local) / "capsule"
+    else:
+        from mlflow.tracking import MlflowClient
+
+        try:
+            folder = Path(MlflowClient(reader.uri).download_artifacts(run.run_id, "capsule", tempfile.mkdtemp()))
+        except Exception:  # noqa: BLE001 - a run recorded before capsules, or a store without artifacts
+            return {}
+    found: dict[str, Any] = {}
+    for name in ("code.json", "environment.json"):
+        if (folder / name).is_file():
+            found[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+    if (folder / "code.diff").is_file():
+        found["code.diff"] = (folder / "code.diff").read_text(encoding="utf-8", errors="replace")
+    return found
+
+
+def _changed_lines(diff: str) -> set[str]:
+    """The added and removed lines of a unified diff (headers left out)."""
+    return {line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))}
+
+
+def capsule_diff(reader: Any, a: RunRecord, b: RunRecord) -> dict[str, Any]:
+    """How the two runs' code and environment differ: commits, the uncommitted changes only one has, packages."""
+    cap_a, cap_b = _capsule(reader, a), _capsule(reader, b)
+    if not cap_a or not cap_b:
+        return {"code": None, "environment": None}
+    code_a, code_b = cap_a.get("code.json", {}), cap_b.get("code.json", {})
+    lines_a, lines_b = _changed_lines(cap_a.get("code.diff", "")), _changed_lines(cap_b.get("code.diff", ""))
+    code = {
+        "commit": {"a": code_a.get("commit"), "b": code_b.get("commit")},
+        "only_a": sorted(lines_a - lines_b),
+        "only_b": sorted(lines_b - lines_a),
+    }
+    env_a, env_b = cap_a.get("environment.json", {}), cap_b.get("environment.json", {})
+    dists_a, dists_b = env_a.get("distributions", {}), env_b.get("distributions", {})
+    packages = [
+        {"key": name, "a": dists_a.get(name), "b": dists_b.get(name)}
+        for name in sorted(set(dists_a) | set(dists_b))
+        if dists_a.get(name) != dists_b.get(name)
+    ]
+    for key in ("python", "platform"):
+        if env_a.get(key) != env_b.get(key):
+            packages.insert(0, {"key": key, "a": env_a.get(key), "b": env_b.get(key)})
+    return {"code": code, "environment": packages}
 
 
 def _head(run: RunRecord) -> dict[str, str]:
@@ -78,6 +133,31 @@ def render(result: dict[str, Any], console: Any) -> None:
     for m in result["metrics"]:
         table.add_row(m["key"], fmt(m["a"]), fmt(m["b"]))
     console.print(table)
+    _render_capsule(result, console)
+
+
+def _render_capsule(result: dict[str, Any], console: Any) -> None:
+    code, packages = result.get("code"), result.get("environment")
+    console.print()
+    if code is None:
+        console.print("code and environment: not recorded for both runs (capsule/ artifacts)")
+        return
+    commits = code["commit"]
+    if commits["a"] != commits["b"]:
+        console.print(f"code: commit A {str(commits['a'])[:12]}, B {str(commits['b'])[:12]}")
+    if code["only_a"] or code["only_b"]:
+        console.print("uncommitted changes that differ (lines of capsule/code.diff):", markup=False)
+        for side, lines in (("A", code["only_a"]), ("B", code["only_b"])):
+            for line in lines[:20]:
+                console.print(f"  {side} {line}", markup=False, highlight=False)
+            if len(lines) > 20:
+                console.print(f"  {side} ... {len(lines) - 20} more")
+    elif commits["a"] == commits["b"]:
+        console.print(f"code: the same (commit {str(commits['a'])[:12]}, same uncommitted changes)")
+    if packages:
+        console.print("environment that differs: " + ", ".join(f"{p['key']} {p['a']} -> {p['b']}" for p in packages))
+    else:
+        console.print("environment: the same packages and versions")
 
 
 def _show(value: str | None) -> str:
