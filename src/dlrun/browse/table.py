@@ -11,6 +11,7 @@ from dlrun.browse.records import RunRecord
 
 # Params that differ between machines or jobs without telling anything about the experiment.
 NOISY_PARAMS = ("paths.", "tracking.", "hydra.")
+PLACE_SUFFIXES = ("_dir", "_path")  # data.data_dir and the like: where, not what (they differ between machines)
 AGGREGATES = ("_mean", "_std", "_n")  # seed aggregation on sweep parents: test/acc_mean, test/acc_std, test/acc_n
 NAME_WIDTH = 32
 GAP = 2
@@ -43,7 +44,7 @@ def differing_params(runs: list[RunRecord]) -> list[str]:
     runs = [r for r in runs if not r.is_sweep]
     if len(runs) < 2:
         return []
-    keys = sorted({k for r in runs for k in r.params if not k.startswith(NOISY_PARAMS)})
+    keys = sorted({k for r in runs for k in r.params if not k.startswith(NOISY_PARAMS) and not k.endswith(PLACE_SUFFIXES)})
     return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
 
 
