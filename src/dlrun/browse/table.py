@@ -44,7 +44,8 @@ def differing_params(runs: list[RunRecord]) -> list[str]:
     runs = [r for r in runs if not r.is_sweep]
     if len(runs) < 2:
         return []
-    keys = sorted({k for r in runs for k in r.params if not k.startswith(NOISY_PARAMS) and not k.endswith(PLACE_SUFFIXES)})
+    shown = {k for r in runs for k in r.params if not k.startswith(NOISY_PARAMS) and not k.endswith(PLACE_SUFFIXES)}
+    keys = sorted(shown)
     return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
 
 
