@@ -32,16 +32,27 @@ def test_import_and_help_stay_light() -> None:
     """`import dlrun` and `dlrun --help` import neither Lightning nor MLflow; the API is lazy."""
     code = (
         "import sys, atexit\n"
-        "atexit.register(lambda: print('HEAVY', sorted(m for m in ('pytorch_lightning', 'mlflow') if m in sys.modules)))\n"
+        "atexit.register(lambda: print('HEAVY', sorted(m for m in ('pytorch_lightning', 'mlflow')"
+        " if m in sys.modules)))\n"
         "import dlrun\n"
         "assert callable(dlrun.run) and callable(dlrun.load) and 'pytorch_lightning' not in sys.modules\n"
         "from dlrun.cli import main\n"
         "sys.argv = ['dlrun', '--help']\n"
         "main()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dlrun_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=dlrun_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_models_import_torch_only() -> None:
+    """The networks are plain torch modules: importing them loads none of Lightning, Hydra, MLflow, OmegaConf."""
+    heavy = ("pytorch_lightning", "lightning", "hydra", "mlflow", "omegaconf")
+    code = f"import sys, dlrun.models.mlp, dlrun.models.cnn; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_run_returns_the_task_result(mnist_run: TrainedRun) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import all_runs, dlrun, store_uri
+from helpers import all_runs, dlrun, early, store_uri
 
 
 def git(folder: Path, *args: str) -> str:
@@ -21,7 +22,13 @@ def git(folder: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def test_a_run_records_its_uncommitted_code_and_environment(tmp_path: Path) -> None:
+def test_a_run_records_its_uncommitted_code_and_environment(early_result: Callable) -> None:
+    early_result(run_in_a_git_project)  # its checks run with it, from the session's start (helpers.early)
+
+
+@early
+def run_in_a_git_project(tmp_path: Path) -> None:
+    """A project in git with an uncommitted change and an untracked file, trained once; what the run recorded."""
     import torch
 
     from dlrun.starter import init_project

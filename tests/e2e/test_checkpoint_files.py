@@ -19,6 +19,7 @@ from dlrun.callbacks.checkpointing import AtomicCheckpointIO, CheckpointWriteErr
 from dlrun.config.plain import plain
 from dlrun.models.mlp import MLP
 from dlrun.objectives.classification import ClassificationModule
+from helpers import REPO
 
 
 def loaders() -> DataLoader:
@@ -157,17 +158,29 @@ def test_unreadable_checkpoints_are_described_in_full(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(content)
     torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "module.ckpt")
     said = {name: describe_unreadable(tmp_path / name, refusal(tmp_path / name)) for name in [*files, "module.ckpt"]}
-    assert re.fullmatch(r"not a checkpoint \(\d+ bytes of neither a zip archive nor a pickle: random or foreign bytes\)", said["random.ckpt"])
-    assert said["truncated.ckpt"].startswith(f"truncated or damaged checkpoint ({len(data) // 2} bytes; the end of the zip")
+    assert re.fullmatch(
+        r"not a checkpoint \(\d+ bytes of neither a zip archive nor a pickle: random or foreign bytes\)",
+        said["random.ckpt"],
+    )
+    assert said["truncated.ckpt"].startswith(
+        f"truncated or damaged checkpoint ({len(data) // 2} bytes; the end of the zip"
+    )
     assert said["empty.ckpt"] == "empty file (0 bytes), not a checkpoint"
     assert said["notes.ckpt"] == "not a checkpoint (a text file, 19 bytes)"
-    assert said["module.ckpt"].startswith("holds Python objects, not only tensors and plain data (torch.nn.modules.linear.Linear)")
+    assert said["module.ckpt"].startswith(
+        "holds Python objects, not only tensors and plain data (torch.nn.modules.linear.Linear)"
+    )
     for line in said.values():
         assert "\x1b" not in line and "\n" not in line and len(line) < 200
 
 
-PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+PRESETS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 @pytest.mark.slow

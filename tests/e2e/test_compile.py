@@ -122,7 +122,8 @@ def test_compiled_mlp_trains_and_its_checkpoint_loads_uncompiled(data_root: Path
 
 @pytest.mark.slow
 def test_compiled_run_through_the_cli_evaluates_uncompiled(tmp_path: Path) -> None:
-    """``compile.enabled=true``: the run compiles, tests, logs its model; eval and dlrun.load read its checkpoint uncompiled."""
+    """``compile.enabled=true``: the run compiles, tests, logs its model; eval and dlrun.load read its checkpoint
+    uncompiled."""
     from helpers import dlrun
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -197,10 +197,10 @@ def test_shift_moves_each_digit_by_whole_pixels(data_root: Path) -> None:
     # Most digits sit inside the central 20x20 box: a shift of at most 2 pixels loses none of their ink.
     kept = moved.sum((1, 2)) == images.float().sum((1, 2))
     assert int(kept.sum()) >= 56, int(kept.sum())
-    for original, shifted in zip(images.float(), moved):
+    for original, shifted in zip(images.float(), moved, strict=True):
         candidates = [shift_with_zeros(original, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
         assert any(torch.equal(shifted, c) for c in candidates)
-    assert sum(not torch.equal(a, b) for a, b in zip(moved, images.float())) > 48  # 1 in 25 stays put
+    assert sum(not torch.equal(a, b) for a, b in zip(moved, images.float(), strict=True)) > 48  # 1 in 25 stays put
     again = random_affine(images, "shift", torch.Generator().manual_seed(0))
     assert torch.equal(moved, again)
     assert not torch.equal(moved, random_affine(images, "shift", torch.Generator().manual_seed(1)))

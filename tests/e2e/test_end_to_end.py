@@ -1,8 +1,13 @@
-"""``dlrun`` trains the MLP on real MNIST in a subprocess; the MLflow store holds exactly what the contract lists."""
+"""``dlrun`` trains the MLP on real MNIST in a subprocess; the MLflow store holds exactly what the contract lists.
+
+Also: the same seed gives the same numbers (a process and an in-process run), and a diverging run (a process)
+fails with one line.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +15,7 @@ import torch
 import yaml
 
 import dlrun
-from helpers import DATA, Result, all_runs, dlrun_many, store_uri
+from helpers import DATA, Result, all_runs, dlrun_in_process, early, store_uri
 from helpers import dlrun as run_dlrun
 
 OVERRIDES = [
@@ -33,11 +38,47 @@ class Trained:
         self.run = self.runs[0] if self.runs else None
 
 
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=2"]
+RUNS = {
+    "train": OVERRIDES,
+    "first": [*SHORT, "trainer.log_every_n_steps=5"],
+    "diverges": [
+        *SHORT,
+        "optimizer=sgd",
+        "optimizer.lr=1e10",
+        "optimizer.momentum=0.99",
+        "trainer.log_every_n_steps=1",
+    ],
+    "second": [*SHORT, "trainer.log_every_n_steps=5"],  # first's seed and settings, in this process
+}
+
+
+@early
+def processes(folder: Path) -> dict[str, Result]:
+    """The training and two short runs, ``dlrun`` processes one after the other, from the session's start."""
+    out = {}
+    for name in ("train", "first", "diverges"):
+        (folder / name).mkdir()
+        out[name] = run_dlrun([*RUNS[name], f"tracking.uri={store_uri(folder / name)}"], folder / name)
+    return out
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Trained:
-    cwd = tmp_path_factory.mktemp("train")
-    uri = store_uri(cwd)
-    result = run_dlrun([*OVERRIDES, f"tracking.uri={uri}"], cwd)
+def jobs(
+    tmp_path_factory: pytest.TempPathFactory, data_root: Path, early_result: Callable
+) -> dict[str, tuple[Result, str]]:
+    """Every run of the module with its store: the processes (an early job) and ``second``, run here in this
+    process: the same seed must give the same numbers in a fresh process and in one that has run other jobs
+    before (and has another hash seed)."""
+    cwd = tmp_path_factory.mktemp("second")
+    results = {"second": dlrun_in_process([*RUNS["second"], f"tracking.uri={store_uri(cwd)}"], cwd)}
+    results.update(early_result(processes))
+    return {name: (result, store_uri(result.cwd)) for name, result in results.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(jobs: dict[str, tuple[Result, str]]) -> Trained:
+    result, uri = jobs["train"]
     assert result.returncode == 0, result.describe()
     return Trained(result, uri)
 
@@ -147,30 +188,13 @@ def test_checkpoint_reproduces_test_accuracy(checkpoint: dict, trained: Trained,
 
 # ---------------------------------------------------------------- reproducibility and a diverging run
 
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=2"]
 
-
-@pytest.fixture(scope="module")
-def short_runs(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, tuple[Result, str]]:
-    jobs, uris = {}, {}
-    for name, extra in (
-        ("first", ["trainer.log_every_n_steps=5"]),
-        ("diverges", ["optimizer=sgd", "optimizer.lr=1e10", "optimizer.momentum=0.99", "trainer.log_every_n_steps=1"]),
-        ("second", ["trainer.log_every_n_steps=5"]),
-    ):
-        cwd = tmp_path_factory.mktemp(name)
-        uris[name] = store_uri(cwd)
-        jobs[name] = ([*SHORT, *extra, f"tracking.uri={uris[name]}"], cwd)
-    results = dlrun_many(jobs, workers=2)
-    return {name: (results[name], uris[name]) for name in jobs}
-
-
-def test_same_seed_same_results(short_runs: dict[str, tuple[Result, str]]) -> None:
+def test_same_seed_same_results(jobs: dict[str, tuple[Result, str]]) -> None:
     from mlflow.tracking import MlflowClient
 
     outcomes = []
     for name in ("first", "second"):
-        result, uri = short_runs[name]
+        result, uri = jobs[name]
         assert result.returncode == 0, result.describe()
         (run,) = all_runs(uri)
         assert run.info.status == "FINISHED"
@@ -185,10 +209,10 @@ def test_same_seed_same_results(short_runs: dict[str, tuple[Result, str]]) -> No
     assert len(first_losses) == 4 and first_losses == second_losses
 
 
-def test_diverging_run_fails_with_one_line(short_runs: dict[str, tuple[Result, str]]) -> None:
+def test_diverging_run_fails_with_one_line(jobs: dict[str, tuple[Result, str]]) -> None:
     from mlflow.tracking import MlflowClient
 
-    result, uri = short_runs["diverges"]
+    result, uri = jobs["diverges"]
     assert result.returncode == 1, result.describe()
     assert "Traceback" not in result.stderr
     assert "NaN or infinite" in result.error

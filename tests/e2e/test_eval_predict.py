@@ -36,7 +36,13 @@ def _runs_by_task(run: TrainedRun, task: str) -> list:
 def test_eval_by_run_id_reproduces_test_metrics(mnist_run: TrainedRun) -> None:
     """`dlrun task=eval model=mlp ckpt=<run id>`: a new FINISHED run, tagged with its source, same test metrics."""
     out = mnist_run.root / "eval_cli"
-    args = ["task=eval", "model=mlp", f"ckpt={mnist_run.run_id}", f"tracking.uri={mnist_run.uri}", f"hydra.run.dir={out}"]
+    args = [
+        "task=eval",
+        "model=mlp",
+        f"ckpt={mnist_run.run_id}",
+        f"tracking.uri={mnist_run.uri}",
+        f"hydra.run.dir={out}",
+    ]
     result = dlrun(args, mnist_run.root)
     assert result.returncode == 0, result.describe()
     (run,) = [r for r in _runs_by_task(mnist_run, "eval") if r.data.tags["dlrun.output_dir"] == str(out)]
@@ -53,7 +59,9 @@ def test_eval_on_val_split_by_checkpoint_path(mnist_run: TrainedRun) -> None:
     """`split=val` with a checkpoint path: validation metrics of the (one-epoch) source run, exactly."""
     import dlrun as api
 
-    metrics = api.run(["task=eval", f"ckpt={mnist_run.best_checkpoint}", "split=val", *common(mnist_run.root, "eval_val")])
+    metrics = api.run(
+        ["task=eval", f"ckpt={mnist_run.best_checkpoint}", "split=val", *common(mnist_run.root, "eval_val")]
+    )
     assert metrics["val/acc"] == mnist_run.metrics["val/acc"]
     (run,) = [r for r in _runs_by_task(mnist_run, "eval") if r.data.tags["dlrun.output_dir"].endswith("eval_val")]
     assert run.data.tags["dlrun.source_run_id"] == mnist_run.run_id  # recorded in the checkpoint itself
@@ -88,7 +96,9 @@ def test_predict_test_split_csv(mnist_run: TrainedRun) -> None:
     assert [int(r["label"]) for r in table[:100]] == probs.argmax(-1).tolist()
     assert all(0.1 <= float(r["probability"]) <= 1.0 for r in table)
     (run,) = _runs_by_task(mnist_run, "predict")
-    assert [a.path for a in mnist_run.client().list_artifacts(run.info.run_id, "predictions")] == ["predictions/predictions.csv"]
+    assert [a.path for a in mnist_run.client().list_artifacts(run.info.run_id, "predictions")] == [
+        "predictions/predictions.csv"
+    ]
 
 
 def test_predict_png_folder(mnist_run: TrainedRun, tmp_path: Path) -> None:
@@ -105,8 +115,15 @@ def test_predict_png_folder(mnist_run: TrainedRun, tmp_path: Path) -> None:
     for k, image in enumerate(images):
         Image.fromarray(image).convert("RGB" if k == 1 else "L").save(folder / f"digit{k}.png")
     out = tmp_path / "out.csv"
-    rows = api.run(["task=predict", f"ckpt={mnist_run.best_checkpoint}", f"input={folder}", f"output={out}",
-                    *common(mnist_run.root, "predict_png")])
+    rows = api.run(
+        [
+            "task=predict",
+            f"ckpt={mnist_run.best_checkpoint}",
+            f"input={folder}",
+            f"output={out}",
+            *common(mnist_run.root, "predict_png"),
+        ]
+    )
     assert [r["file"] for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
     assert out.read_text().splitlines()[0] == "index,file,label,probability"
     module, _ = api.load(mnist_run.best_checkpoint)
@@ -118,8 +135,9 @@ def test_predict_png_folder(mnist_run: TrainedRun, tmp_path: Path) -> None:
         api.run(["task=predict", f"ckpt={mnist_run.best_checkpoint}", f"input={folder}", *common(mnist_run.root, "p3")])
 
 
-def test_text_eval_and_translate(text_run: TrainedRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_eval_and_translate(
+    text_run: TrainedRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Seq2seq: eval reproduces test BLEU/loss; predict translates a file and stdin with the checkpoint's vocabulary."""
     import dlrun as api
     from dlrun.data.text_input import source_batches
@@ -133,8 +151,17 @@ def test_text_eval_and_translate(text_run: TrainedRun, tmp_path: Path, monkeypat
     source = tmp_path / "de.txt"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "en.txt"
-    translations = api.run(["task=predict", f"ckpt={text_run.best_checkpoint}", f"input={source}", f"output={out}",
-                            "objective.decode=greedy", *groups, *common(text_run.root, "translate")])
+    translations = api.run(
+        [
+            "task=predict",
+            f"ckpt={text_run.best_checkpoint}",
+            f"input={source}",
+            f"output={out}",
+            "objective.decode=greedy",
+            *groups,
+            *common(text_run.root, "translate"),
+        ]
+    )
     assert out.read_text(encoding="utf-8").splitlines() == translations and len(translations) == 4
 
     loaded = api.load(text_run.best_checkpoint)
@@ -149,7 +176,14 @@ def test_text_eval_and_translate(text_run: TrainedRun, tmp_path: Path, monkeypat
 
     capsys.readouterr()
     monkeypatch.setattr(sys, "stdin", io.StringIO("ein hund\nbaum\n"))
-    piped = api.run(["task=predict", f"ckpt={text_run.best_checkpoint}", "objective.decode=greedy", *groups,
-                     *common(text_run.root, "translate_stdin")])
+    piped = api.run(
+        [
+            "task=predict",
+            f"ckpt={text_run.best_checkpoint}",
+            "objective.decode=greedy",
+            *groups,
+            *common(text_run.root, "translate_stdin"),
+        ]
+    )
     assert capsys.readouterr().out == f"{piped[0]}\n{piped[1]}\n"  # stdout carries the translations only
     assert piped == [expected[0], expected[3]]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import MULTI30K, all_runs, dlrun_many, store_uri
+from helpers import MULTI30K, Result, all_runs, dlrun, dlrun_in_process, dlrun_many, early, store_uri
 
 pytestmark = pytest.mark.skipif(not (MULTI30K / "train.en.gz").is_file(), reason="Multi30k not found")
 
@@ -24,32 +25,29 @@ TINY = [
 ]
 
 
+@early
+def train_preset(folder: Path) -> Result:
+    """The tiny training of the preset, a ``dlrun`` process, from the session's start (``helpers.early``)."""
+    return dlrun([*TINY, f"tracking.uri={store_uri(folder)}"], folder)
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One tiny training of the preset and one run on an undecodable corpus, two processes at a time."""
+def results(tmp_path_factory: pytest.TempPathFactory, early_result: Callable) -> dict[str, Result]:
+    """The training of the preset (an early job) and one run on an undecodable corpus, in this process."""
     root = tmp_path_factory.mktemp("lm")
-    for name in ("train", "latin1"):
-        (root / name).mkdir()
+    (root / "latin1").mkdir()
     latin1 = root / "latin1" / "bad.en"
     latin1.write_bytes(b"a man .\n" + "a gr\xfcn room .\n".encode("latin-1"))
-    jobs = {
-        "train": ([*TINY, f"tracking.uri={store_uri(root / 'train')}"], root / "train"),
-        "latin1": (
-            ["experiment=multi30k_lm", f"data.train={latin1}", f"tracking.uri={store_uri(root / 'latin1')}"],
-            root / "latin1",
-        ),
-    }
-    out = dlrun_many(jobs)
-    out["root"] = root
-    return out
+    args = ["experiment=multi30k_lm", f"data.train={latin1}", f"tracking.uri={store_uri(root / 'latin1')}"]
+    return {"latin1": dlrun_in_process(args, root / "latin1"), "train": early_result(train_preset)}
 
 
-def test_preset_records_perplexities_samples_vocabulary_and_state(results: dict) -> None:
+def test_preset_records_perplexities_samples_vocabulary_and_state(results: dict[str, Result]) -> None:
     from mlflow.tracking import MlflowClient
 
     result = results["train"]
     assert result.returncode == 0, result.describe()
-    uri = store_uri(results["root"] / "train")
+    uri = store_uri(results["train"].cwd)
     [run] = all_runs(uri)
     assert run.info.status == "FINISHED" and run.info.run_name == "multi30k_lm"
     metrics = run.data.metrics
@@ -68,17 +66,17 @@ def test_preset_records_perplexities_samples_vocabulary_and_state(results: dict)
     assert checkpoint["dlrun_lm_state"]["state"][0].shape == (1, 20, 32)  # (layers, streams, hidden)
 
 
-def test_undecodable_corpus_is_one_line_naming_file_and_line(results: dict) -> None:
+def test_undecodable_corpus_is_one_line_naming_file_and_line(results: dict[str, Result]) -> None:
     result = results["latin1"]
-    assert result.returncode != 0
+    assert result.returncode == 1, result.describe()
     assert "bad.en:2: not valid UTF-8" in result.error
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
-def test_predict_continues_prompts_and_eval_retests_the_run(results: dict, tmp_path: Path) -> None:
+def test_predict_continues_prompts_and_eval_retests_the_run(results: dict[str, Result], tmp_path: Path) -> None:
     assert results["train"].returncode == 0
-    uri = store_uri(results["root"] / "train")
+    uri = store_uri(results["train"].cwd)
     [run] = all_runs(uri)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Two dogs\nA woman in a red\n", encoding="utf-8")

@@ -88,7 +88,7 @@ def test_stateful_and_stateless_differ_only_after_the_first_window() -> None:
             a = [float(stateful.training_step(b, k)) for k, b in enumerate(batches)]
             b_ = [float(stateless.training_step(b, k)) for k, b in enumerate(batches)]
         assert a[0] == b_[0], f"epoch {epoch}: the first window starts from zeros either way"
-        assert all(abs(x - y) > 1e-5 for x, y in zip(a[1:], b_[1:]))
+        assert all(abs(x - y) > 1e-5 for x, y in zip(a[1:], b_[1:], strict=True))
         # Stateless: each window is the net's loss from zeros; a window read twice gives the same loss.
         assert float(stateless.training_step(batches[2], 9)) == pytest.approx(b_[2], abs=1e-6)
     # A window that does not continue the saved position starts from zeros, even when stateful.
@@ -145,7 +145,7 @@ def test_resume_from_a_checkpoint_continues_as_if_uninterrupted(tmp_path: Path) 
     assert checkpoint[STATE_KEY]["next"] == dm.rows("train").size(1) - 1
     resumed = objective(vocab_size=v, seed=99, samples_per_prompt=0)
     trainer(tmp_path / "c", max_epochs=2).fit(resumed, datamodule=dm, ckpt_path=str(path))
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
 
 

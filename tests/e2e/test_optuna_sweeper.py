@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import REPO, all_runs, dlrun, store_uri
+from helpers import REPO, Result, Started, all_runs, dlrun, early, store_uri
 
 PARENT = "mlflow.parentRunId"
 # A user's own callback (tests/user_callbacks/kill_trial.py) kills one trial of a search mid-way.
@@ -28,6 +29,8 @@ def kill_trial(number: int) -> list[str]:
         f"+callbacks.kill.at_trial={number}",
         "+callbacks.kill.trial=${oc.select:trial.number,null}",
     ]
+
+
 TINY = [
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
@@ -101,11 +104,14 @@ def check_one_child_per_trial(tmp_path: Path, name: str = "s") -> tuple:
 # ---- lean: a killed search resumed by the same command, with a trial pruned on the way
 
 
-def test_a_killed_search_resumes_with_the_same_command_and_prunes_a_bad_trial(tmp_path: Path) -> None:
+@early
+def killed_search_rerun(folder: Path) -> tuple:
+    """The search killed during trial 1, the study's trial states then, and the same command again: processes one
+    after the other, so an early job (helpers.early)."""
     # The grid sampler (seed 3) starts with a good lr; trial 1 is killed in the first run; the rerun runs two more,
     # among them lr 40, pruned after its first epoch (worse than the finished trial there), the others train two.
     args = search(
-        tmp_path,
+        folder,
         "hydra/sweeper/sampler=grid",
         "hydra.sweeper.sampler.seed=3",
         "hydra.sweeper.n_trials=3",
@@ -114,11 +120,34 @@ def test_a_killed_search_resumes_with_the_same_command_and_prunes_a_bad_trial(tm
         "optimizer.lr=choice(0.003,0.002,40.0)",
         "trainer.max_epochs=2",
     )
-    first = dlrun([*args, *kill_trial(1)], tmp_path, env=ENV)
-    assert first.returncode == -9, first.describe()  # SIGKILLed during trial 1
-    assert states(tmp_path) == ["COMPLETE", "RUNNING"]
+    first = dlrun([*args, *kill_trial(1)], folder, env=ENV)
+    after_first = states(folder) if (folder / "optuna.db").exists() else None
+    return first, after_first, dlrun(args, folder, env=ENV)
 
-    second = dlrun(args, tmp_path, env=ENV)
+
+def seed_sweep(folder: Path) -> Result:
+    uri = store_uri(folder)
+    args = ["-m", "seed=1,2", *TINY, "trainer.limit_train_batches=2", "trainer.max_epochs=1", f"tracking.uri={uri}"]
+    return dlrun(args, folder)
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
+    """The seed sweep, started with the module's first test (the other search is an early job)."""
+    seeds = tmp_path_factory.mktemp("seeds")
+    started = Started({"seeds": lambda: seed_sweep(seeds)})
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_a_killed_search_resumes_with_the_same_command_and_prunes_a_bad_trial(early_result: Callable) -> None:
+    first, after_first, second = early_result(killed_search_rerun)
+    tmp_path = first.cwd
+    assert first.returncode == -9, first.describe()  # SIGKILLed during trial 1
+    assert after_first == ["COMPLETE", "RUNNING"]
+
     assert second.returncode == 0, second.describe()
     assert "1 of 3 trials finished, 1 left running by a stopped search marked FAIL; running 2" in second.stdout
     found = states(tmp_path)
@@ -190,7 +219,8 @@ def test_median_pruning_trains_fewer_epochs_than_the_same_search_without(tmp_pat
         assert result.returncode == 0, result.describe()
         _, runs, trials = check_one_child_per_trial(folder)
         per_trial = {
-            t.number: (t.params["optimizer.lr"], t.state.name, epochs(store_uri(folder), runs[t.number])) for t in trials
+            t.number: (t.params["optimizer.lr"], t.state.name, epochs(store_uri(folder), runs[t.number]))
+            for t in trials
         }
         totals[pruner] = sum(e for *_, e in per_trial.values())
         print(f"pruner={pruner}: {totals[pruner]} training epochs in all; per trial (lr, state, epochs): {per_trial}")
@@ -229,8 +259,14 @@ def test_joblib_runs_two_trials_at_a_time_into_one_study(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_the_mnist_optuna_preset_works_unchanged_and_resumes(tmp_path: Path) -> None:
-    base = ["hparams_search=mnist_optuna", *TINY[:-4], "trainer.max_epochs=1", "tracking.log_model=false",
-            "callbacks.plots=false", f"tracking.uri={store_uri(tmp_path)}"]
+    base = [
+        "hparams_search=mnist_optuna",
+        *TINY[:-4],
+        "trainer.max_epochs=1",
+        "tracking.log_model=false",
+        "callbacks.plots=false",
+        f"tracking.uri={store_uri(tmp_path)}",
+    ]
     first = dlrun([*base, "hydra.sweeper.n_trials=2"], tmp_path, env=ENV)
     assert first.returncode == 0, first.describe()
     second = dlrun([*base, "hydra.sweeper.n_trials=3"], tmp_path, env=ENV)
@@ -238,7 +274,8 @@ def test_the_mnist_optuna_preset_works_unchanged_and_resumes(tmp_path: Path) -> 
     assert "2 of 3 trials finished; running 1" in second.stdout
     assert states(tmp_path, "mnist_mlp") == ["COMPLETE"] * 3
     parent, runs, trials = check_one_child_per_trial(tmp_path, "mnist_mlp")
-    assert parent.data.params["search.optimizer.lr"] == "tag(log, interval(1e-4, 1e-2))"
+    # The distribution trials draw from: the preset's tag(log, interval(1e-4, 1e-2)), as Optuna writes it.
+    assert parent.data.params["search.optimizer.lr"] == "FloatDistribution(high=0.01, log=True, low=0.0001, step=None)"
     # What the parent learned: best trial, plots, and a best.yaml that reruns it.
     from mlflow.tracking import MlflowClient
 
@@ -254,10 +291,9 @@ def test_the_mnist_optuna_preset_works_unchanged_and_resumes(tmp_path: Path) -> 
 # ---- seeds as a sweep axis (issue 16, item 1)
 
 
-def test_a_seed_sweep_reports_mean_std_and_n_on_the_table_and_the_parent(tmp_path: Path) -> None:
-    uri = store_uri(tmp_path)
-    args = ["-m", "seed=1,2", *TINY, "trainer.limit_train_batches=2", "trainer.max_epochs=1", f"tracking.uri={uri}"]
-    result = dlrun(args, tmp_path)
+def test_a_seed_sweep_reports_mean_std_and_n_on_the_table_and_the_parent(started: Started) -> None:
+    result = started["seeds"]
+    uri = store_uri(result.cwd)
     assert result.returncode == 0, result.describe()
     parents, children = split(uri)
     assert len(parents) == 1 and len(children) == 2
@@ -268,8 +304,9 @@ def test_a_seed_sweep_reports_mean_std_and_n_on_the_table_and_the_parent(tmp_pat
         assert parent[f"{name}_mean"] == pytest.approx(statistics.fmean(values), abs=1e-12)
         assert parent[f"{name}_std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
         assert parent[f"{name}_n"] == 2
-    mean, std = statistics.fmean(c.data.metrics["test/acc"] for c in children), statistics.stdev(
-        c.data.metrics["test/acc"] for c in children
+    mean, std = (
+        statistics.fmean(c.data.metrics["test/acc"] for c in children),
+        statistics.stdev(c.data.metrics["test/acc"] for c in children),
     )
     assert f"{mean:.4f} ± {std:.4f} (n=2)" in result.stdout
     assert "1 2" in result.stdout  # the seeds of the configuration
@@ -286,8 +323,13 @@ def test_search_space_syntax_of_hydra_optuna_sweeper() -> None:
 
     space = search_space(
         {"optimizer.lr": "tag(log, interval(1e-4, 1e-2))", "data.batch_size": "choice(64, 128)"},
-        ["model.hidden_sizes=choice([256],[512,512])", "x=range(1,10,2)", "y=interval(0,5)", "trainer.max_epochs=3",
-         "data.batch_size=choice(32,64)"],
+        [
+            "model.hidden_sizes=choice([256],[512,512])",
+            "x=range(1,10,2)",
+            "y=interval(0,5)",
+            "trainer.max_epochs=3",
+            "data.batch_size=choice(32,64)",
+        ],
     )
     d = space.distributions
     assert d["optimizer.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
@@ -351,9 +393,16 @@ def test_thread_budget_is_the_share_of_cores_and_respects_settings(monkeypatch: 
     from dlrun.errors import ConfigError
     from dlrun.sweeping.threads import available_cores, launcher_parallelism, thread_budget
 
-    joblib = OmegaConf.create({"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4}})
+    joblib = OmegaConf.create(
+        {"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 4}}
+    )
     assert launcher_parallelism(joblib) == 4
-    assert launcher_parallelism(OmegaConf.create({"launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}})) == 1
+    assert (
+        launcher_parallelism(
+            OmegaConf.create({"launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}})
+        )
+        == 1
+    )
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert thread_budget(OmegaConf.create({"resources": {"threads": None}})) == available_cores()  # one job: all
     assert thread_budget(OmegaConf.create({"resources": {"threads": 3}})) == 3
@@ -366,7 +415,9 @@ def test_thread_budget_is_the_share_of_cores_and_respects_settings(monkeypatch: 
 def test_best_yaml_is_a_preset_of_the_overrides() -> None:
     from dlrun.sweeping.report import best_preset
 
-    text = best_preset(["model=mlp", "trainer.max_epochs=3", "optimizer.lr=0.01", "model.hidden_sizes=[512,256]"], ["hi"])
+    text = best_preset(
+        ["model=mlp", "trainer.max_epochs=3", "optimizer.lr=0.01", "model.hidden_sizes=[512,256]"], ["hi"]
+    )
     assert text.startswith("# @package _global_\n# hi\n")
     data = yaml.safe_load(text)
     assert data == {

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import MNIST, Result, all_runs, dlrun_env, store_uri
+from helpers import MNIST, Result, all_runs, dlrun_env, dlrun_in_process, store_uri
 
 DLRUN = Path(sys.executable).parent / "dlrun"
 
@@ -100,14 +102,62 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def run(args: list[str], cwd: Path, store: str) -> Result:
+def run(args: list[str], cwd: Path, store: str, env: dict[str, str] | None = None) -> Result:
+    """The console script with the project's two groups (``env``: ``dlrun_env()`` taken now by default)."""
     import subprocess
 
     flags = [a for a in args if a == "-m"]  # Hydra's -m goes before the overrides
     rest = [a for a in args if a != "-m"]
     full = [*flags, "data=digits", "objective=reader", f"tracking.uri={store}", "tracking.log_model=false", *rest]
-    proc = subprocess.run([str(DLRUN), *full], cwd=cwd, env=dlrun_env(), capture_output=True, text=True, timeout=300)
+    env = dlrun_env() if env is None else env
+    proc = subprocess.run([str(DLRUN), *full], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     return Result(full, cwd, proc.returncode, proc.stdout, proc.stderr)
+
+
+SEARCH = [
+    "-m",
+    "hydra/sweeper=optuna",
+    "hydra.sweeper.n_trials=2",
+    "objective.lr=tag(log, interval(1e-4, 1e-2))",
+    "checkpoint.monitor=val/acc",
+    "checkpoint.mode=max",
+    "trainer.max_epochs=1",
+    *SHORT,
+]
+
+
+def search_then_rerun(project: Path, store: str, env: dict[str, str]) -> tuple[Result, Result | None, str]:
+    """The search, then (if it finished) a run of the best.yaml it wrote, copied into the project's presets."""
+    result = run(SEARCH, project, store, env)
+    parents = [r for r in all_runs(store) if r.data.tags.get("dlrun.task") == "sweep"] if result.returncode == 0 else []
+    if len(parents) != 1:
+        return result, None, store
+    [best_yaml] = Path(parents[0].data.tags["dlrun.output_dir"]).glob("best.yaml")
+    (project / "experiments").mkdir(exist_ok=True)
+    shutil.copy(best_yaml, project / "experiments" / "best_reader.yaml")
+    return result, run(["experiment=best_reader"], project, store, env), store
+
+
+@pytest.fixture(scope="module")
+def started(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
+    """The module's commands that train or import torch, started at once and run two at a time; each test checks
+    what its command left (a ``Result`` and the store it wrote)."""
+    env = dlrun_env()  # taken here: in-process jobs of other modules must not reach these processes
+    commands = {
+        "no_monitor": ["trainer.max_epochs=2", "callbacks=[default,lr_monitor]", *SHORT],
+        "never_logged": ["checkpoint.monitor=val/loss", "checkpoint.mode=min", *SHORT],
+        "summary": ["task=summary"],
+        "broken": ["+objective.broken=true"],
+    }
+    stores = {name: store_uri(tmp_path_factory.mktemp(name)) for name in [*commands, "search"]}
+    pool = ThreadPoolExecutor(max_workers=2)
+    futures = {"search": pool.submit(search_then_rerun, project, stores["search"], env)}
+    for name, args in commands.items():
+        futures[name] = pool.submit(lambda a, s: (run(a, project, s, env), s), args, stores[name])
+    try:
+        yield futures
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def snapshot(uri: str) -> dict:
@@ -127,9 +177,8 @@ def snapshot(uri: str) -> dict:
     }
 
 
-def test_without_a_monitor_the_last_epoch_is_kept_and_callbacks_come_from_config(project: Path, tmp_path: Path) -> None:
-    store = store_uri(tmp_path)
-    result = run(["trainer.max_epochs=2", "callbacks=[default,lr_monitor]", *SHORT], project, store)
+def test_without_a_monitor_the_last_epoch_is_kept_and_callbacks_come_from_config(started: dict[str, Future]) -> None:
+    result, store = started["no_monitor"].result()
     assert result.returncode == 0, result.describe()
     notes = [line for line in result.stderr.splitlines() if "names no monitor" in line]
     assert len(notes) == 1 and "checkpoints keep the last epoch" in notes[0], result.stderr
@@ -146,9 +195,8 @@ def test_without_a_monitor_the_last_epoch_is_kept_and_callbacks_come_from_config
     assert last.name == "last.ckpt" and torch.load(last, weights_only=True)["global_step"] == 8  # 2 epochs x 4
 
 
-def test_a_monitor_the_module_never_logs_stops_before_the_first_epoch(project: Path, tmp_path: Path) -> None:
-    store = store_uri(tmp_path)
-    result = run(["checkpoint.monitor=val/loss", "checkpoint.mode=min", *SHORT], project, store)
+def test_a_monitor_the_module_never_logs_stops_before_the_first_epoch(started: dict[str, Future]) -> None:
+    result, store = started["never_logged"].result()
     assert result.returncode == 2, result.describe()
     assert (
         result.error
@@ -159,8 +207,8 @@ def test_a_monitor_the_module_never_logs_stops_before_the_first_epoch(project: P
     assert "train/loss" not in failed.data.metrics and "epoch" not in failed.data.metrics  # no step was taken
 
 
-def test_summary_without_an_example_input_shows_layers_and_parameters(project: Path, tmp_path: Path) -> None:
-    result = run(["task=summary"], project, store_uri(tmp_path))
+def test_summary_without_an_example_input_shows_layers_and_parameters(started: dict[str, Future]) -> None:
+    result, _ = started["summary"].result()
     assert result.returncode == 0, result.describe()
     assert (
         "body.1" in result.stdout and "25,120" in result.stdout and "body.3" in result.stdout and "330" in result.stdout
@@ -168,19 +216,10 @@ def test_summary_without_an_example_input_shows_layers_and_parameters(project: P
     assert "25,450 parameters" in result.stdout.replace("\n", " ")
 
 
-def test_an_optuna_search_over_the_objective_group_reports_and_reruns(project: Path, tmp_path: Path) -> None:
-    store = store_uri(tmp_path)
-    args = [
-        "-m",
-        "hydra/sweeper=optuna",
-        "hydra.sweeper.n_trials=2",
-        "objective.lr=tag(log, interval(1e-4, 1e-2))",
-        "checkpoint.monitor=val/acc",
-        "checkpoint.mode=max",
-        "trainer.max_epochs=1",
-        *SHORT,
-    ]
-    result = run(args, project, store)
+def test_an_optuna_search_over_the_objective_group_reports_and_reruns(
+    started: dict[str, Future], project: Path
+) -> None:
+    result, again, store = started["search"].result()
     assert result.returncode == 0, result.describe()
     [parent] = [r for r in all_runs(store) if r.data.tags.get("dlrun.task") == "sweep"]
     trials = [r for r in all_runs(store) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -195,10 +234,8 @@ def test_an_optuna_search_over_the_objective_group_reports_and_reruns(project: P
         "defaults"
     ]
     assert preset["objective"]["lr"] == pytest.approx(float(parent.data.tags["dlrun.best.objective.lr"]))
-    (project / "experiments").mkdir(exist_ok=True)
-    shutil.copy(best_yaml, project / "experiments" / "best_reader.yaml")
-    again = run(["experiment=best_reader"], project, store)
-    assert again.returncode == 0, again.describe()
+    assert (project / "experiments" / "best_reader.yaml").read_text() == best_yaml.read_text()  # what was rerun
+    assert again is not None and again.returncode == 0, again.describe() if again else "not rerun"
     rerun = next(r for r in all_runs(store) if r.info.run_name == "best_reader")
     assert float(rerun.data.params["objective.lr"]) == pytest.approx(preset["objective"]["lr"])
 
@@ -211,23 +248,35 @@ def test_a_search_without_a_known_mode_stops_before_any_run(project: Path, tmp_p
     assert all_runs(store) == []
 
 
-def test_user_code_errors_name_cause_file_and_line_before_any_run(project: Path, tmp_path: Path) -> None:
-    store = store_uri(tmp_path)
-    broken = run(["+objective.broken=true"], project, store)
+def in_process(args: list[str], cwd: Path, folder: Path) -> tuple[Result, str]:
+    """``run``'s command line, run in this process, with its own store in ``folder``."""
+    folder.mkdir()
+    store = store_uri(folder)
+    full = ["data=digits", "objective=reader", f"tracking.uri={store}", "tracking.log_model=false", *args]
+    return dlrun_in_process(full, cwd), store
+
+
+def test_user_code_errors_name_cause_file_and_line_before_any_run(
+    started: dict[str, Future], project: Path, tmp_path: Path
+) -> None:
+    broken, store = started["broken"].result()
     assert broken.returncode == 2, broken.describe()
     assert (
         broken.error
         == f"objective: Reader() raised RuntimeError: cannot set up the reader at {project / 'reader.py'}:44"
     )
+    assert all_runs(store) == []
+    # The two import failures in this process (``dlrun_in_process``); the command's one line is shown above.
     (project / "typo.py").write_text("import torch\nclass Net:\n    def f(self)\n        pass\n")
-    syntax = run(["objective._target_=typo.Net"], project, store)
+    (project / "needs.py").write_text("import not_a_package_xyz\nclass Net: ...\n")
+    syntax, store = in_process(["objective._target_=typo.Net"], project, tmp_path / "syntax")
     assert (
         syntax.returncode == 2
         and syntax.error
         == f"objective._target_: cannot import 'typo.Net': SyntaxError at {project / 'typo.py'}:3: expected ':'"
     )
-    (project / "needs.py").write_text("import not_a_package_xyz\nclass Net: ...\n")
-    missing = run(["objective._target_=needs.Net"], project, store)
+    assert all_runs(store) == []
+    missing, store = in_process(["objective._target_=needs.Net"], project, tmp_path / "missing")
     cause = f"'not_a_package_xyz' is not installed (imported at {project / 'needs.py'}:1)"
-    assert missing.error == f"objective._target_: cannot import 'needs.Net': {cause}"
+    assert missing.returncode == 2 and missing.error == f"objective._target_: cannot import 'needs.Net': {cause}"
     assert all_runs(store) == []  # every one stopped before a run opened

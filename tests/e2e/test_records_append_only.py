@@ -6,11 +6,12 @@ the sweep's parent run opens. Real stores, real ``dlrun`` processes, tiny MNIST 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import DATA, all_runs, dlrun, store_uri
+from helpers import DATA, all_runs, dlrun, dlrun_in_process, early, store_uri
 
 TINY = [
     "trainer.limit_train_batches=3",
@@ -45,7 +46,8 @@ def snapshot(uri: str) -> str:
 
 def test_a_resume_that_fails_before_its_first_step_leaves_the_finished_run_as_it_was(tmp_path: Path) -> None:
     store = store_uri(tmp_path)
-    first = dlrun(
+    # The finished run to resume is made in this process; the resume that fails is the command (its exit too).
+    first = dlrun_in_process(
         [*TINY, "trainer.max_epochs=1", f"tracking.uri={store}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path
     )
     assert first.returncode == 0, first.describe()
@@ -67,7 +69,14 @@ def test_a_resume_that_fails_before_its_first_step_leaves_the_finished_run_as_it
     assert snapshot(store) == before  # status, end time, tags, params and metric histories untouched
 
 
-def test_a_search_that_cannot_start_leaves_the_finished_search_as_it_was(tmp_path: Path) -> None:
+def test_a_search_that_cannot_start_leaves_the_finished_search_as_it_was(early_result: Callable) -> None:
+    early_result(search_then_five_refusals)  # its checks run with it, from the session's start (helpers.early)
+
+
+@early
+def search_then_five_refusals(tmp_path: Path) -> None:
+    """A search, then five commands continuing it that must stop before the parent run opens: six processes
+    one after the other (checked as they go), so an early job."""
     store = store_uri(tmp_path)
     common = [*TINY, "trainer.max_epochs=1", f"tracking.uri={store}", f"paths.data_dir={DATA}"]
     first = dlrun([*SEARCH, *common], tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,14 +10,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import dlrun
+from helpers import dlrun, dlrun_in_process, early
 
 LIMITS = [
     "trainer.max_epochs=1",
@@ -58,10 +59,10 @@ class Server:
             time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextlib.contextmanager
+def running_server(folder: Path) -> Iterator[Server]:
     """Start ``mlflow server`` on a free local port (not waiting for it); stop it and its workers at the end."""
-    folder = tmp_path_factory.mktemp("server")
+    folder.mkdir()
     port = free_port()
     log = (folder / "server.log").open("w")
     process = subprocess.Popen(
@@ -74,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: the uvicorn worker goes down with it
-    )
+    )  # fmt: skip
     try:
         yield Server(process, f"http://127.0.0.1:{port}", folder / "server.log")
     finally:
@@ -87,33 +88,41 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         log.close()
 
 
-def test_unreachable_server_fails_before_training(server: Server, tmp_path: Path) -> None:
-    # `server` only starts booting here (it takes a while); this test talks to a port nobody listens on.
+def test_unreachable_server_fails_before_training(tmp_path: Path) -> None:
+    # A port nobody listens on, in this process (test_bad_inputs.py runs an unreachable server by the command:
+    # exit status, stderr).
     url = f"http://127.0.0.1:{free_port()}"
-    result = dlrun([f"tracking.uri={url}", *LIMITS], tmp_path)
+    result = dlrun_in_process([f"tracking.uri={url}", *LIMITS], tmp_path)
     assert result.returncode == 1, result.describe()
     assert result.error.startswith(f"tracking.uri: cannot reach MLflow server at {url}")
     assert "epoch 1/1" not in result.stdout and "Total params" not in result.stdout
     assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
 
 
-def test_runs_metrics_and_checkpoint_reach_a_tracking_server(server: Server, tmp_path: Path) -> None:
-    url = server.wait_until_up()
-    result = dlrun([f"tracking.uri={url}", *LIMITS], tmp_path)
-    assert result.returncode == 0, result.describe()
-    assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local store
+def test_runs_metrics_and_checkpoint_reach_a_tracking_server(early_result: Callable) -> None:
+    early_result(train_against_a_server)  # its checks run with it, from the session's start (helpers.early)
 
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(url)
-    experiment = client.get_experiment_by_name("mnist")
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "FINISHED"
-    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied through the server
-    assert {"train/samples_per_s", "val/acc", "test/acc", "test/loss"} <= set(run.data.metrics)
-    assert run.data.params["optimizer.lr"] == "0.001"
-    (checkpoint,) = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
-    local = client.download_artifacts(run.info.run_id, checkpoint, str(tmp_path / "download"))
-    assert "state_dict" in torch.load(local, map_location="cpu", weights_only=True)
-    assert {"config.yaml", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+@early
+def train_against_a_server(tmp_path: Path) -> None:
+    """The server's start, a run sent to it and what the server then holds: a minute of one core, one process at
+    a time, so an early job."""
+    with running_server(tmp_path / "server") as server:
+        url = server.wait_until_up()
+        result = dlrun([f"tracking.uri={url}", *LIMITS], tmp_path)
+        assert result.returncode == 0, result.describe()
+        assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local store
 
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(url)
+        experiment = client.get_experiment_by_name("mnist")
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FINISHED"
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied through the server
+        assert {"train/samples_per_s", "val/acc", "test/acc", "test/loss"} <= set(run.data.metrics)
+        assert run.data.params["optimizer.lr"] == "0.001"
+        (checkpoint,) = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+        local = client.download_artifacts(run.info.run_id, checkpoint, str(tmp_path / "download"))
+        assert "state_dict" in torch.load(local, map_location="cpu", weights_only=True)
+        assert {"config.yaml", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}

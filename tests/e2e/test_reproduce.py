@@ -1,4 +1,5 @@
-"""bench/reproduce.py: tolerances from the recorded seeds, the record written in place, the short MLP form reproduced."""
+"""bench/reproduce.py: tolerances from the recorded seeds, the record written in place, the short MLP form
+reproduced."""
 
 from __future__ import annotations
 

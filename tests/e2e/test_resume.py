@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import dlrun_env
+from helpers import dlrun_env, early
 
 EPOCH_STEPS = 100
 EPOCHS = 3
@@ -20,7 +20,9 @@ EPOCHS = 3
 
 def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     handle = log.open("w")
-    return subprocess.Popen([sys.executable, "-m", "dlrun", *args], cwd=cwd, env=dlrun_env(), stdout=handle, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlrun", *args], cwd=cwd, env=dlrun_env(), stdout=handle, stderr=subprocess.STDOUT
+    )
 
 
 def _wait_until(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -39,9 +41,15 @@ def _history(client, run_id: str, key: str) -> list:
     return client.get_metric_history(run_id, key)
 
 
-def test_sigkill_then_sigterm_then_resume_is_one_run(tmp_path: Path) -> None:
+def test_sigkill_then_sigterm_then_resume_is_one_run(early_result: Callable) -> None:
     """kill -9 after epoch 1, resume=RUN_ID, SIGTERM after epoch 2 (KILLED, exit 143), rerun in the
     same run dir: one FINISHED run with every epoch once and no repeated metric step."""
+    early_result(killed_twice_and_resumed)  # its checks run with it, from the session's start (helpers.early)
+
+
+@early
+def killed_twice_and_resumed(tmp_path: Path) -> None:
+    """The whole scenario with its checks: three processes one after the other, one core busy for half a minute."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
@@ -86,7 +94,9 @@ def test_sigkill_then_sigterm_then_resume_is_one_run(tmp_path: Path) -> None:
         assert client.get_run(run_id).info.status == "RUNNING"
 
         # 2. Resumed by run id (into the run's own dir), then stopped with SIGTERM during epoch 3.
-        second = _start([*args, f"resume={run_id}", f"hydra.run.dir={tmp_path / 'second'}"], tmp_path, tmp_path / "second.log")
+        second = _start(
+            [*args, f"resume={run_id}", f"hydra.run.dir={tmp_path / 'second'}"], tmp_path, tmp_path / "second.log"
+        )
         procs.append(second)
         _wait_until(epochs_logged(2), second, tmp_path / "second.log")
         second.send_signal(signal.SIGTERM)
@@ -100,8 +110,14 @@ def test_sigkill_then_sigterm_then_resume_is_one_run(tmp_path: Path) -> None:
         assert saved["global_step"] >= 2 * EPOCH_STEPS  # the interrupt's checkpoint, past epoch 2
 
         # 3. Rerun in the same run dir: continues from that checkpoint to the configured epoch count.
-        third = subprocess.run([sys.executable, "-m", "dlrun", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
-                               env=dlrun_env(), capture_output=True, text=True, timeout=300)
+        third = subprocess.run(
+            [sys.executable, "-m", "dlrun", *args, f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path,
+            env=dlrun_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert third.returncode == 0, third.stderr[-3000:]
     finally:
         for proc in procs:

@@ -17,12 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from helpers import MNIST, all_runs, dlrun, dlrun_env, dlrun_many
+from helpers import MNIST, all_runs, dlrun, dlrun_env, dlrun_many, dlrun_start
 
 LIMITS = [
     "trainer.max_epochs=2",
@@ -79,11 +78,12 @@ def wait_for_training(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """Six real runs (and a sweep parent) in one SQLite store, built once."""
+    """Six real runs (and a sweep parent) in one SQLite store, built once: the killed run and the sweep are
+    ``dlrun`` processes; the two plain runs and the failing one run in this process (``dlrun_in_process``)."""
     root = tmp_path_factory.mktemp("runs_store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     common = [*LIMITS, f"tracking.uri={uri}"]
-    # The killed run trains long enough to be caught RUNNING; the others run beside it, two at a time.
+    # The killed run trains long enough to be caught RUNNING; the sweep runs beside it.
     killed = subprocess.Popen(
         [
             sys.executable,
@@ -101,24 +101,24 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    nowhere = [f"paths.data_dir={root / 'nowhere'}", "data.download=false"]
     jobs = {
         "base": ([*common, "tracking.run_name=base"], root),
         "wide": ([*common, "tracking.run_name=wide", "optimizer.lr=0.003", "model.dropout=0.1"], root),
         "sweep": (["-m", *common, "optimizer.lr=0.001,0.002"], root),
         # Fails inside its run (config errors stop before one opens): no MNIST where it looks, download off.
-        "broken": ([*common, "tracking.run_name=broken", f"paths.data_dir={root / 'nowhere'}", "data.download=false"], root),
+        "broken": ([*common, "tracking.run_name=broken", *nowhere], root),
     }
+    sweep = dlrun_start({"sweep": jobs.pop("sweep")})["sweep"]  # a command only, beside the long one
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:  # the others run while the long one waits for its signal
-            others = pool.submit(dlrun_many, jobs)
-            wait_for_training(killed)
-            killed.send_signal(signal.SIGTERM)
-            out, _ = killed.communicate(timeout=120)
-            assert killed.returncode == 128 + signal.SIGTERM, out[-3000:]
-            results = others.result()
+        wait_for_training(killed)
+        killed.send_signal(signal.SIGTERM)
+        out, _ = killed.communicate(timeout=120)
+        assert killed.returncode == 128 + signal.SIGTERM, out[-3000:]
     finally:
         if killed.poll() is None:
             killed.kill()
+    results = {**dlrun_many(jobs, in_process=set(jobs)), "sweep": sweep.result()}  # the plain runs in this process
     for name in ("base", "wide", "sweep"):
         assert results[name].returncode == 0, results[name].describe()
     assert results["broken"].returncode != 0, results["broken"].describe()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from helpers import DATA, dlrun, store_uri
+from helpers import DATA, Result, dlrun, early, store_uri
 
 TINY = [
     "trainer.max_epochs=1",
@@ -17,13 +18,20 @@ TINY = [
 ]
 
 
-def test_a_continued_search_draws_new_parameter_sets(tmp_path: Path) -> None:
+@early
+def search_then_continue(folder: Path) -> list[Result]:
+    """The search, then the same command with a larger budget, which continues the study (an early job)."""
+    common = ["hparams_search=mnist_optuna", f"tracking.uri={store_uri(folder)}", *TINY]
+    return [dlrun([*common, f"hydra.sweeper.n_trials={n_trials}"], folder) for n_trials in (2, 4)]
+
+
+def test_a_continued_search_draws_new_parameter_sets(early_result: Callable) -> None:
     import optuna
 
-    common = ["hparams_search=mnist_optuna", f"tracking.uri={store_uri(tmp_path)}", *TINY]
-    for n_trials in (2, 4):  # the same command with a larger budget continues the study
-        result = dlrun([*common, f"hydra.sweeper.n_trials={n_trials}"], tmp_path)
+    results = early_result(search_then_continue)
+    for result in results:
         assert result.returncode == 0, result.describe()
+    tmp_path = results[0].cwd
     study = optuna.load_study(study_name="mnist_mlp", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     drawn = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(drawn) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)

@@ -25,8 +25,16 @@ def test_trace_records_every_layer() -> None:
     ("layer", "bad_input", "expected"),
     [
         (nn.Linear(10, 3), torch.zeros(2, 7), "layer 1 (Linear): expects input [*, 10], got [2, 7]"),
-        (nn.Conv2d(3, 4, 3), torch.zeros(2, 1, 8, 8), "layer 1 (Conv2d): expects input [batch, 3, *, *], got [2, 1, 8, 8]"),
-        (nn.GRU(6, 4, batch_first=True), torch.zeros(2, 5, 3), "layer 1 (GRU): expects input [batch, seq, 6], got [2, 5, 3]"),
+        (
+            nn.Conv2d(3, 4, 3),
+            torch.zeros(2, 1, 8, 8),
+            "layer 1 (Conv2d): expects input [batch, 3, *, *], got [2, 1, 8, 8]",
+        ),
+        (
+            nn.GRU(6, 4, batch_first=True),
+            torch.zeros(2, 5, 3),
+            "layer 1 (GRU): expects input [batch, seq, 6], got [2, 5, 3]",
+        ),
     ],
 )
 def test_shape_error_names_layer_and_shapes(layer: nn.Module, bad_input: torch.Tensor, expected: str) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import yaml
 from dlrun.sweeping.bookkeeping import JobFailed, Sweep, job_rows
 from dlrun.sweeping.table import JobRow, best_row, common_overrides, sweep_table, table_text
 from dlrun.tracking.identity import config_hash
-from helpers import DATA, all_runs, dlrun, store_uri
+from helpers import DATA, Result, Started, all_runs, dlrun, early, store_uri
 
 # Tiny jobs: the sweep machinery is under test, not the training.
 LIMITS = [
@@ -44,21 +45,83 @@ def artifact_text(uri: str, run_id: str, name: str, folder: Path) -> str:
     return Path(MlflowClient(uri).download_artifacts(run_id, name, str(folder))).read_text(encoding="utf-8")
 
 
-def test_joblib_sweep_groups_jobs_keeps_going_after_a_failure_and_resumes(tmp_path: Path) -> None:
-    uri = store_uri(tmp_path)
-    # Job 1 fails inside its run (config errors stop before a run opens): no MNIST files where it looks.
-    # Short relative folders keep the table's columns narrow (the data read relative to the working directory).
-    (tmp_path / "real").symlink_to(DATA)
-    nowhere = "nowhere"
-    data_dirs = f"paths.data_dir=real,{nowhere}"
-    sweep = ["-m", data_dirs, "data.download=false", *LIMITS, f"tracking.uri={uri}"]
-    first = dlrun([*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
+# Job 1 of the joblib sweep fails inside its run (config errors stop before a run opens): no MNIST files where
+# it looks. Short relative folders keep the table's columns narrow (the data read relative to the working directory).
+NOWHERE = "nowhere"
+DATA_DIRS = f"paths.data_dir=real,{NOWHERE}"
+
+
+@early
+def joblib_sweep_twice(folder: Path) -> tuple:
+    """The sweep with joblib workers, the store right after it, then the same command again (in-process launcher):
+    an early job (helpers.early)."""
+    uri = store_uri(folder)
+    (folder / "real").symlink_to(DATA)
+    sweep = ["-m", DATA_DIRS, "data.download=false", *LIMITS, f"tracking.uri={uri}"]
+    first = dlrun([*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], folder)
+    after_first = split_runs(uri)
+    return first, after_first, dlrun(sweep, folder)
+
+
+def optuna_search(folder: Path) -> Result:
+    uri = store_uri(folder)
+    return dlrun(["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", *LIMITS, f"tracking.uri={uri}"], folder)
+
+
+def four_writers(folder: Path) -> tuple[str, list[tuple[int, str]]]:
+    """Four processes writing runs into one new SQLite store at once: the store, (exit code, output) of each."""
+    uri = store_uri(folder, "new.db")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, uri, str(w)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for w in range(4)
+    ]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    return uri, [(proc.returncode, out) for proc, out in zip(procs, outputs, strict=True)]
+
+
+def sweep_without_mlflow(folder: Path, pythonpath: str | None) -> Result:
+    """As on the GPU machine of bench/gpu_check.sh: `import mlflow` fails there."""
+    blocker = folder / "no_mlflow" / "mlflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('mlflow is not installed here')\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(blocker.parent), pythonpath]))}
+    return dlrun(["-m", "tracking=none", "seed=1,2", *LIMITS], folder, env=env)
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
+    """The module's other three commands, independent: started at once, two at a time; each test checks its own."""
+    folders = {name: tmp_path_factory.mktemp(name) for name in ("optuna", "writers", "no_mlflow")}
+    pythonpath = os.environ.get("PYTHONPATH")
+    started = Started(
+        {
+            "optuna": lambda: optuna_search(folders["optuna"]),
+            "writers": lambda: four_writers(folders["writers"]),
+            "no_mlflow": lambda: sweep_without_mlflow(folders["no_mlflow"], pythonpath),
+        }
+    )
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_joblib_sweep_groups_jobs_keeps_going_after_a_failure_and_resumes(
+    early_result: Callable, tmp_path: Path
+) -> None:
+    first, (parents, children), second = early_result(joblib_sweep_twice)
+    uri = store_uri(first.cwd)
+    nowhere, data_dirs = NOWHERE, DATA_DIRS
     missing = f"{nowhere}/mnist: missing"
 
     # The failing job did not sink the other one; the command still fails, naming it.
     assert first.returncode == 1, first.describe()
     assert first.error.startswith(f"sweep: 1 of 2 jobs failed; first: #1 (paths.data_dir={nowhere}): {missing}")
-    parents, children = split_runs(uri)
     assert len(parents) == 1 and len(children) == 2, first.describe()
     parent = parents[0]
     by_status = {r.info.status: r for r in children}
@@ -86,7 +149,6 @@ def test_joblib_sweep_groups_jobs_keeps_going_after_a_failure_and_resumes(tmp_pa
     assert failed.info.run_id in first.stdout and done.info.run_id in first.stdout
 
     # Same command again (in-process launcher this time): the finished job is skipped, the failed one reruns.
-    second = dlrun(sweep, tmp_path)
     assert second.returncode == 1, second.describe()
     parents2, children2 = split_runs(uri)
     assert len(parents2) == 2
@@ -101,20 +163,20 @@ def test_joblib_sweep_groups_jobs_keeps_going_after_a_failure_and_resumes(tmp_pa
     assert f"skipped, done in {done.info.run_id}" in second.stdout
 
 
-def test_optuna_search_trials_are_child_runs(tmp_path: Path) -> None:
-    uri = store_uri(tmp_path)
-    result = dlrun(
-        ["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", *LIMITS, f"tracking.uri={uri}"], tmp_path
-    )
+def test_optuna_search_trials_are_child_runs(started: Started) -> None:
+    result = started["optuna"]
+    uri = store_uri(result.cwd)
     assert result.returncode == 0, result.describe()
     parents, children = split_runs(uri)
     assert len(parents) == 1 and len(children) == 2
-    assert parents[0].data.params["search.optimizer.lr"] == "tag(log, interval(1e-4, 1e-2))"
+    # The distribution trials draw from (the preset's tag(log, interval(1e-4, 1e-2))), as Optuna writes it.
+    lr = parents[0].data.params["search.optimizer.lr"]
+    assert lr == "FloatDistribution(high=0.01, log=True, low=0.0001, step=None)"
     assert parents[0].data.tags["dlrun.sweeper"] == "optuna"
     assert all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.params["optimizer.lr"] for c in children}) == 2  # the sampler proposed two points
     # What each job returned to Optuna is the val/acc its run recorded.
-    results = yaml.safe_load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml")).read_text())
+    results = yaml.safe_load(next(result.cwd.glob("multirun/*/*/optimization_results.yaml")).read_text())
     assert results["best_value"] == pytest.approx(max(c.data.metrics["val/acc"] for c in children))
 
 
@@ -140,17 +202,10 @@ for r in range(2):
 """
 
 
-def test_four_concurrent_writers_on_a_new_sqlite_store_lose_nothing(tmp_path: Path) -> None:
-    uri = store_uri(tmp_path, "new.db")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, uri, str(w)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for w in range(4)
-    ]
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-3000:]
+def test_four_concurrent_writers_on_a_new_sqlite_store_lose_nothing(started: Started) -> None:
+    uri, outcomes = started["writers"]
+    for code, out in outcomes:
+        assert code == 0, out[-3000:]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -229,14 +284,9 @@ def test_failed_jobs_return_a_one_line_non_number() -> None:
     assert outcome(ret) == (TrialState.COMPLETE, 0.25, None)
 
 
-def test_a_sweep_with_tracking_off_runs_where_mlflow_is_not_installed(tmp_path: Path) -> None:
-    # As on the GPU machine of bench/gpu_check.sh: `import mlflow` fails there.
-    blocker = tmp_path / "no_mlflow" / "mlflow"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('mlflow is not installed here')\n")
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(blocker.parent), os.environ.get("PYTHONPATH")]))}
-    result = dlrun(["-m", "tracking=none", "seed=1,2", *LIMITS], tmp_path, env=env)
+def test_a_sweep_with_tracking_off_runs_where_mlflow_is_not_installed(started: Started) -> None:
+    result = started["no_mlflow"]
     assert result.returncode == 0, result.describe()
     assert "2 jobs, 0 failed" in result.stdout
-    records = sorted(tmp_path.glob("multirun/*/*/*/dlrun_job.json"))
+    records = sorted(result.cwd.glob("multirun/*/*/*/dlrun_job.json"))
     assert [json.loads(p.read_text())["status"] for p in records] == ["FINISHED", "FINISHED"]

@@ -2,6 +2,12 @@
 
 Two projects: the starter that ``dlrun init`` writes (own network + own data module on the contract), and a
 plain Lightning pair (``examples/plain_lightning``) that imports nothing from dlrun.
+
+The long commands (training each project, the sweeps, the user model on MNIST, the run with no monitor) are
+independent: the ``started`` fixture runs them all from the first test on, two at a time, and each test checks
+what its commands left. The quick ones (``--cfg job``, ``--help``) run in the test itself. Evaluating and
+summarizing a trained project run in this process (``dlrun_in_process``, which makes the project importable
+as the command does); the console script's own part, importing the project's code, is shown by the training.
 """
 
 from __future__ import annotations
@@ -9,20 +15,29 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import REPO, Result, all_runs, dlrun_env, store_uri
+from helpers import REPO, Result, all_runs, dlrun_env, dlrun_in_process, store_uri
 
 DLRUN = Path(sys.executable).with_name("dlrun")  # the console script installed beside this Python
 
 
-def console(args: list[str], cwd: Path, timeout: float = 300) -> Result:
-    """Run the installed ``dlrun`` console script in ``cwd`` (no PYTHONPATH of ours: the project must import itself)."""
+def console_env() -> dict[str, str]:
+    """The command's environment: no PYTHONPATH of ours, the project must import itself."""
     env = dlrun_env({"OMP_NUM_THREADS": "1"})
     env.pop("PYTHONPATH", None)
+    return env
+
+
+def console(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> Result:
+    """Run the installed ``dlrun`` console script in ``cwd`` (``env``: ``console_env()`` taken now by default)."""
+    env = console_env() if env is None else env
     proc = subprocess.run([str(DLRUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     return Result(list(args), cwd, proc.returncode, proc.stdout, proc.stderr)
 
@@ -56,12 +71,31 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SHORT = {"spirals": ["trainer.max_epochs=3"], "rings": ["trainer.max_epochs=3"]}
 
 
-def train_eval_summary(root: Path, preset: str, layer: str) -> str:
-    """Train the preset, check the run, evaluate it by run id, summarize it; return the run id."""
+@dataclass
+class Trained:
+    """What training a project's preset with the console script left."""
+
+    root: Path
+    preset: str
+    uri: str
+    trained: Result
+    runs: list  # the store's runs right after training
+
+
+def train_command(root: Path, preset: str, env: dict[str, str]) -> Trained:
+    """Train the preset with the console script (checked below, with eval and summary)."""
     uri = store_uri(root)
-    trained = console([f"experiment={preset}", *SHORT[preset], f"tracking.uri={uri}"], root)
-    finished(trained)
-    runs = all_runs(uri)
+    trained = console([f"experiment={preset}", *SHORT[preset], f"tracking.uri={uri}"], root, env=env)
+    return Trained(root, preset, uri, trained, all_runs(uri))
+
+
+def check_train_eval_summary(done: Trained, layer: str) -> str:
+    """The run the console script trained; then, in this process, its evaluation by run id and the summary
+    (``dlrun_in_process``: the console script's part, importing the project's own code, is the training's);
+    return the run id."""
+    root, preset, uri = done.root, done.preset, done.uri
+    finished(done.trained)
+    runs = done.runs
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
     assert 0.5 < run.data.metrics["test/acc"] <= 1.0
@@ -77,23 +111,28 @@ def train_eval_summary(root: Path, preset: str, layer: str) -> str:
     saved = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
     assert saved["dlrun"]["config"]["data"]["_target_"].split(".")[0] in ("points", "lit")
 
-    evaluated = console(["task=eval", f"ckpt={run.info.run_id}", f"tracking.uri={uri}"], root)
+    evaluated = dlrun_in_process(["task=eval", f"ckpt={run.info.run_id}", f"tracking.uri={uri}"], root)
     finished(evaluated)
     eval_run = next(r for r in all_runs(uri) if r.data.tags.get("dlrun.source_run_id") == run.info.run_id)
     assert eval_run.data.metrics["test/acc"] == run.data.metrics["test/acc"]
     assert eval_run.data.metrics["test/loss"] == pytest.approx(run.data.metrics["test/loss"], rel=1e-6)
 
-    summary = console([f"experiment={preset}", "task=summary", "tracking.enabled=false"], root)
+    summary = dlrun_in_process([f"experiment={preset}", "task=summary", "tracking.enabled=false"], root)
     finished(summary)
     assert layer in summary.stdout, summary.describe()
     return run.info.run_id
 
 
-def sweep_two_jobs(root: Path, preset: str, override: str) -> None:
-    """A 2-job joblib sweep over one of the project's hyperparameters: one parent, two FINISHED children."""
+def sweep_command(root: Path, preset: str, override: str, env: dict[str, str]) -> tuple[Result, str]:
+    """A 2-job joblib sweep over one of the project's hyperparameters."""
     uri = store_uri(root, "sweep.db")
     result = console(["-m", f"experiment={preset}", "trainer.max_epochs=1", override, "hydra/launcher=joblib",
-                      "hydra.launcher.n_jobs=2", f"tracking.uri={uri}"], root)  # fmt: skip
+                      "hydra.launcher.n_jobs=2", f"tracking.uri={uri}"], root, env=env)  # fmt: skip
+    return result, uri
+
+
+def check_sweep(result: Result, uri: str) -> None:
+    """One parent, two FINISHED children."""
     finished(result)
     runs = all_runs(uri)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -113,12 +152,50 @@ def ddp_two_processes(root: Path, preset: str) -> None:
     assert "test/acc" in runs[0].data.metrics
 
 
-def test_starter_project_trains_evaluates_and_summarizes(starter: Path) -> None:
-    train_eval_summary(starter, "spirals", "TinyNet")
+def no_monitor_command(plain: Path, env: dict[str, str]) -> Result:
+    return console(["experiment=rings", "checkpoint.monitor=null", "checkpoint.mode=null", "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=2", "tracking.enabled=false"], plain, env=env)  # fmt: skip
 
 
-def test_starter_project_sweeps_its_own_hyperparameter(starter: Path) -> None:
-    sweep_two_jobs(starter, "spirals", "model.hidden=8,16")
+def user_model_command(starter: Path, env: dict[str, str]) -> tuple[Result, str]:
+    uri = store_uri(starter, "tiny.db")
+    result = console(["model=tiny", "model.hidden=32", "trainer.max_epochs=1", "trainer.limit_train_batches=60",
+                      "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"tracking.uri={uri}"], starter,
+                     env=env)  # fmt: skip
+    return result, uri
+
+
+@pytest.fixture(scope="module")
+def started(starter: Path, plain: Path) -> Iterator[dict[str, Future]]:
+    """The module's long commands, all independent, started at once and run two at a time (see the docstring)."""
+    env = console_env()
+    pool = ThreadPoolExecutor(max_workers=2)
+    futures = {
+        "starter": pool.submit(train_command, starter, "spirals", env),
+        "plain": pool.submit(train_command, plain, "rings", env),
+        "starter_sweep": pool.submit(sweep_command, starter, "spirals", "model.hidden=8,16", env),
+        "plain_sweep": pool.submit(sweep_command, plain, "rings", "objective.hidden=8,16", env),
+        "no_monitor": pool.submit(no_monitor_command, plain, env),
+        "user_model": pool.submit(user_model_command, starter, env),
+    }
+    try:
+        yield futures
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def wait_for_all(started: dict[str, Future]) -> None:
+    """Until every long command is done (their failures are their own tests' business)."""
+    for future in started.values():
+        future.exception()
+
+
+def test_starter_project_trains_evaluates_and_summarizes(started: dict[str, Future]) -> None:
+    check_train_eval_summary(started["starter"].result(), "TinyNet")
+
+
+def test_starter_project_sweeps_its_own_hyperparameter(started: dict[str, Future]) -> None:
+    check_sweep(*started["starter_sweep"].result())
 
 
 @pytest.mark.slow
@@ -126,13 +203,13 @@ def test_starter_project_under_ddp(starter: Path) -> None:
     ddp_two_processes(starter, "spirals")
 
 
-def test_plain_lightning_pair_trains_evaluates_and_summarizes(plain: Path) -> None:
-    run_id = train_eval_summary(plain, "rings", "RingsClassifier")
+def test_plain_lightning_pair_trains_evaluates_and_summarizes(started: dict[str, Future]) -> None:
+    run_id = check_train_eval_summary(started["plain"].result(), "RingsClassifier")
     assert run_id
 
 
-def test_plain_lightning_pair_sweeps(plain: Path) -> None:
-    sweep_two_jobs(plain, "rings", "objective.hidden=8,16")
+def test_plain_lightning_pair_sweeps(started: dict[str, Future]) -> None:
+    check_sweep(*started["plain_sweep"].result())
 
 
 @pytest.mark.slow
@@ -140,18 +217,16 @@ def test_plain_lightning_pair_under_ddp(plain: Path) -> None:
     ddp_two_processes(plain, "rings")
 
 
-def test_plain_module_without_monitor_follows_val_loss_said_once(plain: Path) -> None:
-    result = console(["experiment=rings", "checkpoint.monitor=null", "checkpoint.mode=null", "trainer.max_epochs=1",
-                      "trainer.limit_train_batches=2", "tracking.enabled=false"], plain)  # fmt: skip
+def test_plain_module_without_monitor_keeps_the_last_epoch_said_once(started: dict[str, Future]) -> None:
+    result = started["no_monitor"].result()
     finished(result)
     notes = [line for line in result.stderr.splitlines() if "names no monitor" in line]
-    assert len(notes) == 1 and "val/loss (min)" in notes[0], result.describe()
+    # docs/extending.md: no monitor, Lightning's behaviour (no val/loss guess since issue 20).
+    assert len(notes) == 1 and "checkpoints keep the last epoch" in notes[0], result.describe()
 
 
-def test_user_model_alone_trains_on_mnist(starter: Path) -> None:
-    uri = store_uri(starter, "tiny.db")
-    result = console(["model=tiny", "model.hidden=32", "trainer.max_epochs=1", "trainer.limit_train_batches=60",
-                      "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"tracking.uri={uri}"], starter)  # fmt: skip
+def test_user_model_alone_trains_on_mnist(started: dict[str, Future]) -> None:
+    result, uri = started["user_model"].result()
     finished(result)
     (run,) = all_runs(uri)
     assert run.info.status == "FINISHED"
@@ -160,7 +235,10 @@ def test_user_model_alone_trains_on_mnist(starter: Path) -> None:
     assert run.data.metrics["test/acc"] > 0.6  # 60 steps of a 784-32-32-10 net, far above chance (0.1)
 
 
-def test_user_config_replaces_the_shipped_option_and_is_marked_in_help(starter: Path) -> None:
+def test_user_config_replaces_the_shipped_option_and_is_marked_in_help(
+    starter: Path, started: dict[str, Future]
+) -> None:
+    wait_for_all(started)  # this test changes the project's files
     (starter / "conf" / "model" / "mlp.yaml").write_text("_target_: tinynet.TinyNet\nhidden: 7\n")
     try:
         job = console(["--cfg", "job"], starter)
@@ -175,7 +253,8 @@ def test_user_config_replaces_the_shipped_option_and_is_marked_in_help(starter: 
         (starter / "conf" / "model" / "mlp.yaml").unlink()
 
 
-def test_user_preset_can_pull_in_a_shipped_preset(starter: Path) -> None:
+def test_user_preset_can_pull_in_a_shipped_preset(starter: Path, started: dict[str, Future]) -> None:
+    wait_for_all(started)  # this test changes the project's files
     (starter / "experiments" / "my_mlp.yaml").write_text(
         "# @package _global_\ndefaults:\n  - mnist_mlp\n  - _self_\n\nmodel:\n  hidden_sizes: [33]\n"
     )
@@ -184,7 +263,8 @@ def test_user_preset_can_pull_in_a_shipped_preset(starter: Path) -> None:
     assert "- 33" in job.stdout and "max_epochs: 20" in job.stdout  # ours on top of the shipped preset's
 
 
-def test_missing_contract_member_is_one_line_naming_class_and_member(starter: Path) -> None:
+def test_missing_contract_member_is_one_line_naming_class_and_member(starter: Path, started: dict[str, Future]) -> None:
+    wait_for_all(started)  # this test changes the project's files
     (starter / "broken.py").write_text(
         "from dlrun.contracts import DataModule\n\n"
         "class NoDims(DataModule):\n"

@@ -28,14 +28,21 @@ CASES = {
     "trainer.val_check_interval=-1": "trainer.val_check_interval: You have passed invalid value -1",
     "trainer.max_epochs=-1": "trainer.max_epochs: -1 trains forever; give a number of epochs, or also set one of",
     "trainer.max_epochs=-1 trainer.max_steps=5": None,
-    "callbacks.progress_every_n_steps=-1": "callbacks.progress_every_n_steps: must be a whole number >= 0 (0: one line per epoch), got -1",
+    "callbacks.progress_every_n_steps=-1": (
+        "callbacks.progress_every_n_steps: must be a whole number >= 0 (0: one line per epoch), got -1"
+    ),
     "callbacks.progress_every_n_steps=0": None,
     "trainer.max_epochs=-1 early_stopping.patience=3": None,
     "objective.class_weights=[1,2]": "objective.class_weights: need 10 weights, got 2",
     "objective.class_weights=[1,1,1,1,1,1,1,1,1,2]": None,
     "model=cnn model.kernel_sizes=[3]": "model.kernel_sizes: need one per conv layer (2), got 1",
-    "model=seq2seq": "model: dlrun.models.seq2seq.Seq2Seq needs src_vocab_size, tgt_vocab_size, which data (dlrun.data.mnist.MNISTDataModule) does not provide",
-    "experiment=multi30k_gru_attn data.batching=nonsense": "data.batching: expected one of 'padded', 'dynamic', 'bucket', 'tokens'",
+    "model=seq2seq": (
+        "model: dlrun.models.seq2seq.Seq2Seq needs src_vocab_size, tgt_vocab_size, which data "
+        "(dlrun.data.mnist.MNISTDataModule) does not provide"
+    ),
+    "experiment=multi30k_gru_attn data.batching=nonsense": (
+        "data.batching: expected one of 'padded', 'dynamic', 'bucket', 'tokens'"
+    ),
     # Text sizes follow the vocabulary, unknown before the corpus is read: the network is checked with stand-ins.
     "experiment=multi30k_gru_attn model.dropout=2": "model.dropout: must be in [0, 1), got 2",
     "experiment=multi30k_gru_attn model.teacher_forcing=3": "model.teacher_forcing: expected a ratio in [0, 1], got 3",

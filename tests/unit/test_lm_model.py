@@ -36,9 +36,9 @@ def test_layer_and_cell_agree_on_outputs_state_and_gradients(cell: str, dropout:
     (l1, s1, g1), (l2, s2, g2) = results
     assert l1.shape == (3, 9, V) and len(s1) == layer.state_size and s1[0].shape == (2, 3, 16)
     torch.testing.assert_close(l1, l2, rtol=1e-9, atol=1e-10)
-    for a, b in zip(s1, s2):
+    for a, b in zip(s1, s2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
     assert any(float(g.abs().sum()) > 0 for g in g1)
 
@@ -66,7 +66,7 @@ def test_two_windows_with_carried_state_equal_one_long_window(impl: str) -> None
     first, state = net(tokens[:, :6])
     second, end_state = net(tokens[:, 6:], detach_state(state))
     torch.testing.assert_close(torch.cat([first, second], 1), whole)
-    for a, b in zip(end_state, whole_state):
+    for a, b in zip(end_state, whole_state, strict=True):
         torch.testing.assert_close(a, b)
     fresh, _ = net(tokens[:, 6:])  # from zeros: differs
     assert not torch.allclose(fresh, second)

@@ -29,7 +29,9 @@ def dm(data_root: Path) -> MNISTDataModule:
 def fingerprints(images: torch.Tensor, labels: torch.Tensor) -> Counter:
     """Multiset of (image bytes hash, label) pairs."""
     flat = images.reshape(len(images), -1).numpy()
-    return Counter((hashlib.blake2b(row.tobytes(), digest_size=12).digest(), int(y)) for row, y in zip(flat, labels))
+    return Counter(
+        (hashlib.blake2b(row.tobytes(), digest_size=12).digest(), int(y)) for row, y in zip(flat, labels, strict=True)
+    )
 
 
 def test_split_sizes(dm: MNISTDataModule) -> None:
@@ -172,6 +174,9 @@ def test_evaluation_shards_keep_every_batch() -> None:
     # 5 validation batches on 2 ranks: 3 + 2, every example evaluated once (training would trim to 2 + 2).
     shares = [list(RandomBatchSampler(5000, 1000, shuffle=False, num_replicas=2, rank=r, even=False)) for r in (0, 1)]
     assert [len(s) for s in shares] == [3, 2]
-    assert [len(RandomBatchSampler(5000, 1000, shuffle=False, num_replicas=2, rank=r, even=False)) for r in (0, 1)] == [3, 2]
+    assert [len(RandomBatchSampler(5000, 1000, shuffle=False, num_replicas=2, rank=r, even=False)) for r in (0, 1)] == [
+        3,
+        2,
+    ]
     assert sorted(i for share in shares for batch in share for i in batch) == list(range(5000))
     assert shard([0, 1, 2, 3, 4], 2, 1, even=False) == [1, 3]

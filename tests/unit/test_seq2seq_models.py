@@ -304,7 +304,7 @@ def test_small_model_overfits_a_reversal_corpus_to_bleu_above_90() -> None:
     src, lengths, tgt, references = reversal_corpus()
     model = Seq2Seq(14, 14, emb_size=32, hidden_size=64, dropout=0.0, attention="bahdanau")
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for step in range(300):
+    for _ in range(300):
         loss_sum, n = masked_cross_entropy(model(src, lengths, tgt[:, :-1]), tgt[:, 1:], PAD)
         loss = loss_sum / n
         optimizer.zero_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_bucket_batches_cover_disjoint_length_ranges() -> None:
     batches = list(BucketBatchSampler(src, tgt, batch_size=32, sort_pool=0))
     # One pool: sorted by (source, target) length, so batches hold consecutive, non-overlapping ranges.
     keys = sorted((int(src[b].min()), int(src[b].max())) for b in map(torch.tensor, batches))
-    assert all(high <= next_low for (_, high), (next_low, _) in zip(keys, keys[1:]))
+    assert all(high <= next_low for (_, high), (next_low, _) in itertools.pairwise(keys))
     assert [len(b) for b in batches].count(32) == len(src) // 32
 
 

@@ -17,11 +17,24 @@ from dlrun import _upstream
 from helpers import REPO
 
 # Hydra's config keys, and namedtuple's documented API
-PUBLIC_UNDERSCORED = {"_target_", "_partial_", "_args_", "_convert_", "_recursive_", "_self_", "_fields", "_asdict", "_replace"}
+PUBLIC_UNDERSCORED = {
+    "_target_",
+    "_partial_",
+    "_args_",
+    "_convert_",
+    "_recursive_",
+    "_self_",
+    "_fields",
+    "_asdict",
+    "_replace",
+}
 
 
 def moved(part: str, feature: str, detail: str) -> str:
-    return f"upstream change: {part} {detail}; dlrun's {feature} relies on it (update dlrun/_upstream.py, or pin the version)"
+    return (
+        f"upstream change: {part} {detail}; dlrun's {feature} relies on it "
+        "(update dlrun/_upstream.py, or pin the version)"
+    )
 
 
 # -- the scanner ----------------------------------------------------------------------------------------
@@ -35,7 +48,9 @@ def private_accesses(source: str) -> list[str]:
     tree = ast.parse(source)
     own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     for node in ast.walk(tree):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         for target in targets:
             if isinstance(target, ast.Name):
                 own.add(target.id)
@@ -47,7 +62,11 @@ def private_accesses(source: str) -> list[str]:
             own.update(a.arg for a in node.args.args + node.args.kwonlyargs)
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] not in ("dlrun", "__future__"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] not in ("dlrun", "__future__")
+        ):
             names = [a.name for a in node.names]
             if any(p.startswith("_") for p in node.module.split(".")) or any(
                 n.startswith("_") and not n.startswith("__") for n in names
@@ -93,7 +112,10 @@ def test_the_scanner_sees_private_access(source: str) -> None:
 
 
 def test_the_scanner_lets_own_privates_pass() -> None:
-    own = "class A:\n    def __init__(self):\n        self._n = 1\n    def f(self):\n        return self._n + _helper()\n\ndef _helper():\n    return 1\n"
+    own = (
+        "class A:\n    def __init__(self):\n        self._n = 1\n"
+        "    def f(self):\n        return self._n + _helper()\n\ndef _helper():\n    return 1\n"
+    )
     assert private_accesses(own + "node._target_\n") == []
 
 
@@ -114,9 +136,13 @@ def test_hydra_structured_source_has_a_store() -> None:
 
     Plugins.instance()  # registers the config sources, as dlrun's start-up does
     source = _upstream.hydra_structured_source()
-    assert source is not None, moved("hydra._internal.sources_registry", "fast `dlrun --help`", "has no structured source")
+    assert source is not None, moved(
+        "hydra._internal.sources_registry", "fast `dlrun --help`", "has no structured source"
+    )
     assert isinstance(getattr(source(provider="test", path="structured://"), "store", None), ConfigStore), moved(
-        "Hydra's StructuredConfigSource", "fast `dlrun --help` (config/search_path.py)", "no longer keeps the ConfigStore in .store"
+        "Hydra's StructuredConfigSource",
+        "fast `dlrun --help` (config/search_path.py)",
+        "no longer keeps the ConfigStore in .store",
     )
 
 
@@ -135,7 +161,9 @@ def test_hydra_config_source_helpers(tmp_path: Path) -> None:
     assert _upstream.hydra_config_header("# @package _global_\nx: 1\n").get("package") == "_global_"
 
     assert _upstream.hydra_normalize_config_name("experiment/a") == "experiment/a.yaml"
-    assert "_list_add_result" in ConfigSource.__dict__, moved("ConfigSource._list_add_result", "listing presets", "is gone")
+    assert "_list_add_result" in ConfigSource.__dict__, moved(
+        "ConfigSource._list_add_result", "listing presets", "is gone"
+    )
 
 
 def test_hydra_job_return_value() -> None:
@@ -164,7 +192,9 @@ def test_lightning_ddp_child_command() -> None:
     )
     source = inspect.getsource(subprocess_script)
     assert "command, cwd = _hydra_subprocess_cmd(local_rank)" in source, moved(
-        "_SubprocessScriptLauncher", "DDP in Hydra jobs", "no longer calls the module-level _hydra_subprocess_cmd(local_rank)"
+        "_SubprocessScriptLauncher",
+        "DDP in Hydra jobs",
+        "no longer calls the module-level _hydra_subprocess_cmd(local_rank)",
     )
     try:
         _upstream.lightning_set_ddp_child_command(len)
@@ -177,7 +207,9 @@ def test_lightning_trainer_internals() -> None:
     """Progress and step logging (callbacks/progress.py, objectives' train/loss) read the logger connector."""
     import pytorch_lightning as pl
 
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     assert isinstance(_upstream.lightning_step_logs_due(trainer), bool), moved(
         "Trainer._logger_connector.should_update_logs", "train/loss logging", "is gone"
     )
@@ -238,7 +270,9 @@ def test_mlflow_tracking_uri() -> None:
     before = mlflow.get_tracking_uri()
     with _upstream.mlflow_tracking_uri("sqlite:////nonexistent/dlrun-test.db"):
         assert mlflow.get_tracking_uri() == "sqlite:////nonexistent/dlrun-test.db"
-    assert mlflow.get_tracking_uri() == before, moved("_use_tracking_uri", "logged models", "no longer restores the URI")
+    assert mlflow.get_tracking_uri() == before, moved(
+        "_use_tracking_uri", "logged models", "no longer restores the URI"
+    )
     from mlflow.tracking._tracking_service import utils  # the exact-restore path, not the fallback
 
     assert hasattr(utils, "_use_tracking_uri"), moved("_use_tracking_uri", "logged models", "is gone (fallback in use)")
@@ -275,7 +309,8 @@ def test_optuna_trial_handle() -> None:
 
 
 def test_torch_bases_and_compile() -> None:
-    """Shape errors name what a layer takes (models/inspection.py); compiled networks keep their keys (tasks/compile.py)."""
+    """Shape errors name what a layer takes (models/inspection.py); compiled networks keep their keys
+    (tasks/compile.py)."""
     import torch
     from torch import nn
 
