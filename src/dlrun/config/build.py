@@ -83,11 +83,14 @@ def objective_takes(cfg: DictConfig) -> set[str]:
 BUILT_BY_DLRUN = {"net": "model", "optimizer": "optimizer", "scheduler": "scheduler"}
 
 
+def unbuilt(takes: Collection[str]) -> set[str]:
+    """Config groups an objective with these constructor parameters leaves unbuilt (it builds its own)."""
+    return {group for param, group in BUILT_BY_DLRUN.items() if param not in takes}
+
+
 def unbuilt_groups(cfg: DictConfig) -> set[str]:
     """Config groups the configured objective does not take (it builds its own network or optimizer)."""
     try:
-        takes = objective_takes(cfg)
+        return unbuilt(objective_takes(cfg))
     except ConfigError:
         return set()
-    needed = {"net": "net", "optimizer": "optimizer", "scheduler": "optimizer"}  # a schedule needs an optimizer
-    return {group for param, group in BUILT_BY_DLRUN.items() if needed[param] not in takes}

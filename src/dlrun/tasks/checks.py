@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dlrun.config.build import check_node, objective_takes
+from dlrun.config.build import BUILT_BY_DLRUN, check_node, objective_takes, unbuilt
 from dlrun.config.validate import check_call, check_values
 from dlrun.contracts import check_classes
 from dlrun.errors import ConfigError
@@ -35,8 +35,8 @@ def check_config(cfg: DictConfig) -> None:
         if cfg.scheduler.get("_target_"):
             check_node(cfg.scheduler, "scheduler")
     with open_dict(cfg):
-        for group, needed in (("model", "net"), ("optimizer", "optimizer"), ("scheduler", "scheduler")):
-            if needed not in takes and cfg.get(group) is not None:
+        for group in unbuilt(takes):
+            if cfg.get(group) is not None:
                 cfg[group] = None  # the objective builds its own: record what actually ran
     for name, node in callback_nodes(cfg).items():
         check_node(node, f"callbacks.{name}")
@@ -52,7 +52,7 @@ def check_config(cfg: DictConfig) -> None:
     check_compile_config(cfg.get("compile"))
 
 
-UNBUILT_GROUPS = ("model", "optimizer", "scheduler")  # set to null by check_config when the objective builds its own
+UNBUILT_GROUPS = tuple(BUILT_BY_DLRUN.values())  # set to null by check_config when the objective builds its own
 
 
 def recorded_config(cfg: DictConfig) -> dict[str, Any]:
