@@ -23,15 +23,20 @@ def optimized_metric(cfg: Any, monitor: str | None = None) -> str | None:
     return monitor
 
 
-def optimized_mode(cfg: Any, mode: str | None = None) -> str:
-    """``min`` or ``max`` for ``optimized_metric``: ``checkpoint.mode``, the objective's, ``mode``, else max."""
+def configured_mode(cfg: Any) -> str | None:
+    """``min`` or ``max`` as the config says it: ``checkpoint.mode``, else the objective's ``mode``; None if neither."""
     from omegaconf import OmegaConf
 
     for key in ("checkpoint.mode", "objective.mode"):
         value = OmegaConf.select(cfg, key, default=None)
         if value in ("min", "max"):
             return str(value)
-    return mode or "max"
+    return None
+
+
+def optimized_mode(cfg: Any, mode: str | None = None) -> str:
+    """``min`` or ``max`` for ``optimized_metric``: ``checkpoint.mode``, the objective's, ``mode``, else max."""
+    return configured_mode(cfg) or mode or "max"
 
 
 def trial_callbacks(cfg: Any, monitor: str, mode: str) -> list[Any]:

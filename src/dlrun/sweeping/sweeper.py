@@ -68,10 +68,11 @@ def outcome(ret: Any) -> tuple[Any, float | None, str | None]:
 
 def search_direction(config: DictConfig) -> str:
     """``maximize``/``minimize`` from ``checkpoint.mode``, else the objective's ``mode``; refused when neither says."""
-    for key in ("checkpoint.mode", "objective.mode"):
-        mode = OmegaConf.select(config, key, default=None)
-        if mode in ("min", "max"):
-            return f"{mode}imize"
+    from dlrun.sweeping import configured_mode
+
+    mode = configured_mode(config)
+    if mode is not None:
+        return f"{mode}imize"
     raise ConfigError(
         "hydra.sweeper.direction: the objective names no mode; set hydra.sweeper.direction=maximize|minimize "
         "(or checkpoint.mode=max|min)"
