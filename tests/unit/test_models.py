@@ -109,6 +109,31 @@ def test_cnn_flatten_size_checked_against_the_conv_output() -> None:
         cnn(flatten_size=1000)
 
 
+def test_cnn_stages_pool_where_asked_and_batch_norm_replaces_conv_bias() -> None:
+    net = cnn(channels=[32, 32, 64, 64], kernel_sizes=[3, 3, 3, 3], pool_after=[2, 4], batch_norm=True)
+    # 28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> pool 4: 64 x 4 x 4
+    assert net.head[0].in_features == 64 * 4 * 4
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds.count("MaxPool2d") == 2 and kinds.count("BatchNorm2d") == 4
+    assert kinds[:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    assert all(m.bias is None for m in net.features if isinstance(m, torch.nn.Conv2d))
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    # without batch norm the convs keep their bias and the default pools once, after the last conv
+    assert all(m.bias is not None for m in cnn().features if isinstance(m, torch.nn.Conv2d))
+    assert [type(m).__name__ for m in cnn().features].count("MaxPool2d") == 1
+
+
+@pytest.mark.parametrize("pool_after", [[], [0], [3], [2, 1], [1, 1]])
+def test_cnn_pool_after_must_name_increasing_convs(pool_after: list[int]) -> None:
+    with pytest.raises(ValueError, match=r"^pool_after: need increasing conv counts in 1\.\.2"):
+        cnn(pool_after=pool_after)
+
+
+def test_cnn_pool_too_deep_for_the_image_names_the_pool() -> None:
+    with pytest.raises(ValueError, match=r"^kernel_sizes: .* before pool 3, below pool_size 4"):
+        cnn(channels=[8, 8, 8], kernel_sizes=[3, 3, 3], pool_after=[1, 2, 3], pool_size=4)
+
+
 @pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
 def test_mlp_dropout_out_of_range(dropout: float) -> None:
     with pytest.raises(ValueError) as info:
