@@ -228,6 +228,38 @@ class ObjectiveView:
         hook = getattr(self.module, "run_callbacks", None)
         return list(hook(run)) if callable(hook) else []
 
+    def say_unmonitored(self) -> None:
+        """For training without a monitor: say once that checkpoints keep the last epoch, and how to change it."""
+        say_once(
+            f"{_qualname(self.module)} names no monitor: checkpoints keep the last epoch; "
+            "set checkpoint.monitor=KEY checkpoint.mode=min|max to keep the best"
+        )
+
+    def class_probabilities(self, batch: Any) -> Any:
+        """``task=predict`` on a classifier: class probabilities ``(batch, classes)`` of a transferred batch.
+
+        The module's own ``predict_step`` (a dlrun ``Objective``'s, or one a plain module defines) gives them;
+        a plain module without one is read as a classifier: softmax of ``forward`` on the batch's inputs (the
+        first element of an ``(inputs, targets)`` batch), as Lightning's own default cannot take such a batch.
+        """
+        import torch
+
+        own = isinstance(self.module, Objective) or _overrides(self.module, pl.LightningModule, "predict_step")
+        if own:
+            out = self.module.predict_step(batch, 0)
+        else:
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            out = self.module(inputs)
+            out = torch.softmax(out, dim=-1) if isinstance(out, torch.Tensor) and out.dim() == 2 else out
+        if not (isinstance(out, torch.Tensor) and out.dim() == 2):
+            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            source = "predict_step" if own else "forward(inputs)"
+            raise ConfigError(
+                f"task=predict: {_qualname(self.module)}.{source} gave {shape}; predictions need class scores "
+                "(batch, classes) - define predict_step(batch, batch_idx) to return them"
+            )
+        return out
+
     @property
     def predicts_lines(self) -> bool:
         """True when the objective turns text lines into text lines (``predict_lines``)."""
@@ -275,8 +307,8 @@ def objective_view(
     """Check ``module`` against the objective contract and wrap it; ``monitor``/``mode`` (config) win if given.
 
     A dlrun ``Objective`` missing a required member stops here with one line; a plain ``LightningModule``
-    without ``monitor`` (and no ``checkpoint.monitor``) gets Lightning's behaviour, said once: checkpoints
-    keep the last epoch, no early stopping.
+    without ``monitor`` (and no ``checkpoint.monitor``) gets Lightning's behaviour: checkpoints keep the last
+    epoch, no early stopping (training says so once: ``ObjectiveView.say_unmonitored``).
     """
     if not isinstance(module, pl.LightningModule):
         raise ConfigError(
@@ -289,10 +321,6 @@ def objective_view(
     monitor = monitor or getattr(module, "monitor", None)
     mode = mode or getattr(module, "mode", None)
     if not monitor:
-        say_once(
-            f"{_qualname(module)} names no monitor: checkpoints keep the last epoch; "
-            "set checkpoint.monitor=KEY checkpoint.mode=min|max to keep the best"
-        )
         return ObjectiveView(module, None, None)
     if mode not in ("min", "max"):
         raise ConfigError(f"checkpoint.mode: expected 'min' or 'max' for {monitor}, got {mode!r}")

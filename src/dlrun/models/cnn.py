@@ -12,7 +12,7 @@ from dlrun.models.layers import Activation, make_activation
 
 
 class CNN(nn.Module):
-    """Conv stages ``(conv -> [bn] -> act)+ -> max-pool -> dropout``, then ``flatten -> dense -> act -> dropout -> dense``.
+    """Conv stages ``(conv -> [bn] -> act)+ -> max-pool -> dropout``, then ``dense -> act -> dropout -> dense``.
 
     With the defaults (one pool after the last of two convs, no batch norm) this is the convnet of
     the Keras and PyTorch MNIST examples; ``pool_after`` and ``batch_norm`` give the deeper

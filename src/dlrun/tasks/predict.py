@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import torch
 from omegaconf import DictConfig
 
-from dlrun.contracts import DataView
+from dlrun.contracts import DataView, ObjectiveView
 from dlrun.data.errors import DataError
 
 
@@ -49,7 +49,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]] | list[str]:
                 path = Path(cfg.output) if cfg.output else job.output_dir / "predictions.txt"
                 run.log_artifact(path, "predictions")
                 return lines
-            rows = classify(cfg, parts.data, module)
+            rows = classify(cfg, parts.data, parts.objective)
             path = Path(cfg.output) if cfg.output else job.output_dir / "predictions.csv"
             write_csv(rows, path)
             run.log_artifact(path, "predictions")
@@ -92,16 +92,18 @@ def _image_batches(cfg: DictConfig, data: Any) -> Iterator[tuple[list[Any], Any]
 
 
 @torch.no_grad()
-def classify(cfg: DictConfig, data: DataView, module: Any) -> list[dict[str, Any]]:
+def classify(cfg: DictConfig, data: DataView, objective: ObjectiveView) -> list[dict[str, Any]]:
     """Predicted label and its probability for every image of the split or the input folder.
 
-    The objective's ``predict_step`` gets each batch as its data module hands it over and returns class
-    probabilities ``(batch, classes)`` (``dlrun.contracts.Objective.predict_step``).
+    Each batch, as its data module hands it over, gives class probabilities ``(batch, classes)``
+    (``dlrun.contracts.ObjectiveView.class_probabilities``: the objective's ``predict_step``, or a plain
+    module's ``forward``).
     """
     rows: list[dict[str, Any]] = []
+    device = objective.module.device
     for keys, raw in _image_batches(cfg, data):
-        batch = data.module.on_after_batch_transfer(tuple(t.to(module.device) for t in raw), 0)
-        probability, label = module.predict_step(batch, 0).max(dim=-1)
+        batch = data.module.on_after_batch_transfer(tuple(t.to(device) for t in raw), 0)
+        probability, label = objective.class_probabilities(batch).max(dim=-1)
         for key, p, y in zip(keys, probability.tolist(), label.tolist(), strict=True):
             row = {"index": key[0], "label": y, "probability": round(p, 6)}
             if len(key) > 1:

@@ -61,6 +61,7 @@ def training_callbacks(
     monitor = objective.monitor
     folder = job.output_dir / "checkpoints"
     if monitor is None:  # nothing monitored (Lightning's default): the last epoch is tested and resumed from
+        objective.say_unmonitored()
         checkpoint = last_checkpoint(folder)
     else:
         checkpoint = ModelCheckpoint(
