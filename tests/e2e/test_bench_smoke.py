@@ -1,4 +1,8 @@
-"""The benchmark scripts at tiny sizes (``bench/run_all.py --smoke``), so they keep running; numbers are not checked."""
+"""The benchmark scripts at tiny sizes (``bench/run_all.py --smoke``), so they keep running; numbers are not checked.
+
+The smoke run itself (about 70 s of two cores) is marked slow: benchmarks are run apart from the default suite,
+which keeps the checks that cost nothing (the report writer, the GPU scripts' imports).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return report, results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_script_wrote_results(smoke: tuple[Path, Path], name: str) -> None:
     result = json.loads((smoke[1] / f"{name}.json").read_text())
@@ -34,6 +39,7 @@ def test_script_wrote_results(smoke: tuple[Path, Path], name: str) -> None:
     assert result["machine"]["torch_threads"] == 1
 
 
+@pytest.mark.slow
 def test_report_has_every_row_between_markers(smoke: tuple[Path, Path]) -> None:
     text = smoke[0].read_text()
     block = text.split("<!-- bench:start -->", 1)[1].split("<!-- bench:end -->", 1)[0]
