@@ -282,7 +282,21 @@ def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = client.create_run(experiment, run_name=EARLIER)
     client.log_metric(run.info.run_id, "test/acc", EARLIER_METRIC)
     client.set_terminated(run.info.run_id, "FINISHED")
+    EARLIER_RECORD["template"] = earlier_record(folder / "m.db")
     return folder / "m.db"
+
+
+EARLIER_RECORD: dict[str, tuple] = {}  # the earlier run as the template store holds it
+
+
+def earlier_record(store: Path) -> tuple:
+    """The earlier run's whole record: status, end time, params, tags, metric histories, artifacts folder."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    [run] = [r for r in runs_in(store) if r.info.run_name == EARLIER]
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in run.data.metrics}
+    return (run.info.status, run.info.end_time, run.data.params, run.data.tags, history, run.info.artifact_uri)
 
 
 def fill(text: str, cwd: Path, ro: Path) -> str:
@@ -406,6 +420,8 @@ def check_case(name: str, result: Result, by_command: bool) -> str:
     earlier = [r for r in runs if r.info.run_name == EARLIER]
     assert len(earlier) == 1 and earlier[0].info.status == "FINISHED", "the earlier run was touched"
     assert earlier[0].data.metrics == {"test/acc": EARLIER_METRIC}
+    # status, end time, params, tags and every metric value exactly as before the bad input
+    assert earlier_record(store) == EARLIER_RECORD["template"], f"{name}: the earlier run's record changed"
     new = [r for r in runs if r.info.run_name != EARLIER]
     if case.run == "none":
         assert new == [], f"{name}: a run was opened for a config error: {[r.info.status for r in new]}"

@@ -7,11 +7,14 @@ wired with two conf files, as docs/extending.md says. Each test asserts the MLfl
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -41,12 +44,12 @@ def _read(folder, stem, n):
 
 
 class Digits(pl.LightningDataModule):
-    def __init__(self, folder: str, batch: int = 64):
+    def __init__(self, folder: str, batch: int = 64, n_train: int = 1024):
         super().__init__()
-        self.folder, self.batch = folder, batch
+        self.folder, self.batch, self.n_train = folder, batch, n_train
 
     def setup(self, stage=None):
-        self.train = _read(self.folder, "train", 1024)
+        self.train = _read(self.folder, "train", self.n_train)
         self.test = _read(self.folder, "t10k", 256)
 
     def train_dataloader(self):
@@ -97,18 +100,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "reader.py").write_text(MODULE, encoding="utf-8")
     (folder / "conf" / "data").mkdir(parents=True)
     (folder / "conf" / "objective").mkdir(parents=True)
-    (folder / "conf" / "data" / "digits.yaml").write_text(f"_target_: reader.Digits\nfolder: {MNIST}\nbatch: 64\n")
+    data = f"_target_: reader.Digits\nfolder: {MNIST}\nbatch: 64\nn_train: 1024\n"
+    (folder / "conf" / "data" / "digits.yaml").write_text(data)
     (folder / "conf" / "objective" / "reader.yaml").write_text("_target_: reader.Reader\nlr: 0.002\nwidth: 32\n")
     return folder
+
+
+def command(args: list[str], store: str) -> list[str]:
+    """The command line with the project's two groups and the store (Hydra's -m first)."""
+    flags = [a for a in args if a == "-m"]
+    rest = [a for a in args if a != "-m"]
+    return [*flags, "data=digits", "objective=reader", f"tracking.uri={store}", "tracking.log_model=false", *rest]
 
 
 def run(args: list[str], cwd: Path, store: str, env: dict[str, str] | None = None) -> Result:
     """The console script with the project's two groups (``env``: ``dlrun_env()`` taken now by default)."""
     import subprocess
 
-    flags = [a for a in args if a == "-m"]  # Hydra's -m goes before the overrides
-    rest = [a for a in args if a != "-m"]
-    full = [*flags, "data=digits", "objective=reader", f"tracking.uri={store}", "tracking.log_model=false", *rest]
+    full = command(args, store)
     env = dlrun_env() if env is None else env
     proc = subprocess.run([str(DLRUN), *full], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     return Result(full, cwd, proc.returncode, proc.stdout, proc.stderr)
@@ -138,6 +147,41 @@ def search_then_rerun(project: Path, store: str, env: dict[str, str]) -> tuple[R
     return result, run(["experiment=best_reader"], project, store, env), store
 
 
+KILLED = ["trainer.max_epochs=3", "data.n_train=16384", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+
+def killed_resumed_then_used(project: Path, store: str, env: dict[str, str]) -> dict[str, Any]:
+    """Three epochs, SIGKILLed once epoch 1 is logged, resumed by run id; then eval and predict by that run id."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        [str(DLRUN), *command(KILLED, store)], cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    run_id, deadline = None, time.monotonic() + 240
+    try:
+        while run_id is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(Exception):  # the store may not exist yet
+                [first] = all_runs(store)
+                # epoch 1's checkpoint (written after its metrics): what resume continues from
+                if (Path(first.data.tags["dlrun.output_dir"]) / "checkpoints" / "last.ckpt").exists():
+                    run_id = first.info.run_id
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        killed = proc.wait(30)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    out: dict[str, Any] = {"run_id": run_id, "killed": killed, "status_after_kill": None, "store": store, "log": stderr}
+    if run_id is None:
+        return out
+    out["status_after_kill"] = all_runs(store)[0].info.status
+    out["resumed"] = run([*KILLED, f"resume={run_id}"], project, store, env)
+    out["eval"] = run(["task=eval", f"ckpt={run_id}", "trainer.limit_test_batches=1"], project, store, env)
+    out["predict"] = run(["task=predict", f"ckpt={run_id}", "trainer.limit_test_batches=1"], project, store, env)
+    return out
+
+
 @pytest.fixture(scope="module")
 def started(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
     """The module's commands that train or import torch, started at once and run two at a time; each test checks
@@ -148,10 +192,15 @@ def started(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "never_logged": ["checkpoint.monitor=val/loss", "checkpoint.mode=min", *SHORT],
         "summary": ["task=summary"],
         "broken": ["+objective.broken=true"],
+        "grid": ["-m", "objective.width=8,16", "checkpoint.monitor=val/acc", "checkpoint.mode=max", *SHORT],
     }
     stores = {name: store_uri(tmp_path_factory.mktemp(name)) for name in [*commands, "search"]}
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {"search": pool.submit(search_then_rerun, project, stores["search"], env)}
+    stores["killed"] = store_uri(tmp_path_factory.mktemp("killed"))
+    futures = {
+        "search": pool.submit(search_then_rerun, project, stores["search"], env),
+        "killed": pool.submit(killed_resumed_then_used, project, stores["killed"], env),
+    }
     for name, args in commands.items():
         futures[name] = pool.submit(lambda a, s: (run(a, project, s, env), s), args, stores[name])
     try:
@@ -280,3 +329,57 @@ def test_user_code_errors_name_cause_file_and_line_before_any_run(
     cause = f"'not_a_package_xyz' is not installed (imported at {project / 'needs.py'}:1)"
     assert missing.returncode == 2 and missing.error == f"objective._target_: cannot import 'needs.Net': {cause}"
     assert all_runs(store) == []  # every one stopped before a run opened
+
+
+def test_killed_by_sigkill_resumes_into_the_same_run_with_each_epoch_once(started: dict[str, Future]) -> None:
+    out = started["killed"].result()
+    assert out["run_id"] is not None and out["killed"] == -9, out
+    assert out["status_after_kill"] == "RUNNING"  # kill -9: nothing could mark it
+    resumed = out["resumed"]
+    assert resumed.returncode == 0, resumed.describe()
+    assert f"resuming of run {out['run_id']}" in resumed.stderr + resumed.stdout
+    runs = all_runs(out["store"])
+    assert [r.info.run_id for r in runs if r.data.tags.get("dlrun.task", "train") == "train"] == [out["run_id"]]
+    assert next(r for r in runs if r.info.run_id == out["run_id"]).info.status == "FINISHED"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(out["store"])
+    steps = [m.step for m in client.get_metric_history(out["run_id"], "val/acc")]
+    assert len(steps) == 3 and steps == sorted(set(steps)), steps  # one value per epoch, none repeated
+    assert max(m.value for m in client.get_metric_history(out["run_id"], "epoch")) == 3
+
+
+def test_eval_and_predict_by_run_id_agree_with_the_recorded_test_metric(started: dict[str, Future]) -> None:
+    out = started["killed"].result()
+    assert out["run_id"] is not None, out
+    [trained] = [r for r in all_runs(out["store"]) if r.info.run_id == out["run_id"]]
+    recorded = trained.data.metrics["test/acc"]
+    evaluated = out["eval"]
+    assert evaluated.returncode == 0, evaluated.describe()
+    [line] = [x for x in evaluated.stdout.splitlines() if x.startswith(f"test of run {out['run_id']}:")]
+    assert float(line.split("test/acc ", 1)[1].split()[0]) == pytest.approx(recorded, abs=1e-6)
+    assert "names no monitor" not in evaluated.stderr  # training's note, not evaluation's
+    predicted = out["predict"]
+    assert predicted.returncode == 0, predicted.describe()
+    [rows] = [line for line in predicted.stdout.splitlines() if line.startswith("wrote ")]
+    path = Path(rows.split(" to ", 1)[1])
+    lines = path.read_text().splitlines()
+    assert lines[0] == "index,label,probability" and len(lines) == 257  # the 256 test images the module reads
+    with gzip.open(MNIST / "t10k-labels-idx1-ubyte.gz") as handle:
+        truth = handle.read()[8 : 8 + 256]
+    labels = [int(line.split(",")[1]) for line in lines[1:]]
+    probabilities = [float(line.split(",")[2]) for line in lines[1:]]
+    assert all(0.1 <= p <= 1.0 for p in probabilities)  # a softmax maximum over 10 classes
+    assert sum(a == b for a, b in zip(labels, truth, strict=True)) / 256 == pytest.approx(recorded, abs=1e-6)
+
+
+def test_a_grid_sweep_records_one_parent_and_its_children(started: dict[str, Future]) -> None:
+    result, store = started["grid"].result()
+    assert result.returncode == 0, result.describe()
+    runs = all_runs(store)
+    [parent] = [r for r in runs if r.data.tags.get("dlrun.task") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert sorted(int(c.data.params["objective.width"]) for c in children) == [8, 16]
+    assert all(c.info.status == "FINISHED" and "test/acc" in c.data.metrics for c in children)
+    assert "val/acc (max)" in result.stdout  # the table's label names the metric and its direction
