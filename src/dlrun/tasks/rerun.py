@@ -1,0 +1,367 @@
+"""``dlrun rerun RUN_ID [--check] [KEY=VALUE ...]``: run a recorded training run again from its record alone.
+
+Read top to bottom: find the run and its ``capsule/``; rebuild its code in a temporary folder (the recorded
+commit with the recorded uncommitted diff applied, or the recorded archive; the user's working tree is never
+touched); compare the environment and the data with the record and list the differences in one block; run
+``dlrun rerun=RUN_ID`` there (``tasks/rerun_config.py``) with the recorded overrides, threads and numerics
+environment variables, which records a new run tagged ``dlrun.rerun_of``; with ``--check``, compare its val/*
+and test/* metrics with the recorded ones. Nothing is written to the recorded run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import ConfigError, UserError
+from dlrun.sweeping.threads import THREADS_PARAM
+
+# Not bit-exact (a GPU, other threads, another seed or torch): how far a metric may move, unless --tolerance.
+LOOSE_TOLERANCE = 0.01
+CHECKED_PREFIXES = ("val/", "test/")
+# Overrides of the record that describe the recorded job, not its config: this job sets its own.
+JOB_OVERRIDES = ("hydra.", "tracking.uri", "rerun", "resume", "ckpt", "task")
+# Numerics variables a rerun takes as recorded; which devices a machine shows is its own business.
+MACHINE_ENV = ("CUDA_VISIBLE_DEVICES",)
+SHOWN_DIFFERENCES = 8
+
+EPILOG = """examples:
+  dlrun rerun 3f2a9c1e                  the run again: its code, config, threads; a new run tagged dlrun.rerun_of
+  dlrun rerun 3f2a9c1e --check          ... and compare val/* and test/* with the record (exit 1 if they differ)
+  dlrun rerun 3f2a9c1e seed=2           ... with a change on top of the recorded config
+  dlrun rerun 3f2a9c1e --dry-run        rebuild the code and list what differs from the record; no run
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dlrun rerun`` command line."""
+    from dlrun.browse.entry import Parser, add_store_option
+
+    parser = Parser(
+        prog="dlrun rerun",
+        description="Run a recorded training run again from its record: code, config, environment, data.",
+        epilog=EPILOG,
+        raw_epilog=True,
+    )
+    parser.add_argument("run", metavar="RUN_ID", help="run id or its first 8+ digits")
+    parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="changes on top of the recorded config")
+    parser.add_argument("--check", action="store_true", help="compare val/* and test/* metrics with the record")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        metavar="X",
+        help=f"largest difference --check accepts (default: 0 when bit-exact is expected, else {LOOSE_TOLERANCE})",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="rebuild the code and list the differences; no run")
+    parser.add_argument("--keep", action="store_true", help="keep the rebuilt code folder (its path is printed)")
+    add_store_option(parser)
+    return parser
+
+
+def rerun_main(argv: list[str]) -> int:
+    """``dlrun rerun ...``: the new run's exit code; a bad input is one ``dlrun: error:`` line, exit 1 or 2."""
+    from dlrun.browse.entry import guarded
+
+    return guarded(lambda: rerun(build_parser().parse_args(argv)))
+
+
+@dataclass
+class Recorded:
+    """The run to rerun, as its record has it: the MLflow run, its capsule files and its recorded overrides."""
+
+    run: Any
+    capsule_dir: Path
+    capsule: dict[str, Any]
+    overrides: list[str]
+
+    @property
+    def run_id(self) -> str:
+        """The full run id."""
+        return str(self.run.info.run_id)
+
+
+def rerun(args: argparse.Namespace) -> int:
+    """Rebuild, compare, run, check: the whole command."""
+    from mlflow.tracking import MlflowClient
+
+    from dlrun.browse.store import tracking_uri
+
+    here = Path.cwd()
+    uri = tracking_uri(args.tracking_uri, here)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small download is noise
+    client = MlflowClient(uri)
+    with tempfile.TemporaryDirectory(prefix="dlrun-rerun-") as scratch:
+        source = read_record(client, args.run, Path(scratch))
+        folder = Path(tempfile.mkdtemp(prefix="dlrun-rerun-code-")) if args.keep else Path(scratch) / "code"
+        from dlrun.tracking.code_copy import rebuild_code
+
+        copy = rebuild_code(source.capsule["code.json"], source.capsule_dir, folder, here)
+        threads = recorded_threads(source, args.overrides)
+        env = child_environment(source, copy.root, here)
+        command = child_overrides(source, args.overrides, uri, here, threads)
+        print_block(source, copy, command, env, threads, args.overrides)
+        if args.keep:
+            print(f"  kept     {folder}")
+        if args.dry_run:
+            return 0
+        started = int(time.time() * 1000)
+        status = run_job(command, copy.workdir, env)
+        if status != 0:
+            return status  # the job said why in its own line: no new run, or one marked FAILED or KILLED
+        new = find_new_run(client, source.run_id, started)
+        print(f"rerun of {source.run_id[:8]}: new run {new.info.run_id} (tagged dlrun.rerun_of)")
+        if not args.check:
+            return 0
+        return check_metrics(source, new, new_environment(client, new.info.run_id), args.tolerance)
+
+
+def read_record(client: Any, ref: str, scratch: Path) -> Recorded:
+    """The run ``ref`` names, with its capsule downloaded into ``scratch``; one line when it cannot rerun."""
+    from dlrun.tracking.artifacts import download_config, get_run
+    from dlrun.tracking.capsule import read_capsule
+
+    run = get_run(client, ref, "run")
+    run_id = run.info.run_id
+    task = run.data.tags.get("dlrun.task", "train")
+    if task != "train":
+        raise ConfigError(f"run {run_id}: a {task} run; dlrun rerun runs training runs (its source run, perhaps)")
+    try:
+        folder = Path(client.download_artifacts(run_id, "capsule", str(scratch)))
+    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        folder = scratch / "capsule"
+    capsule = read_capsule(folder)
+    if "code.json" not in capsule:
+        raise ConfigError(
+            f"run {run_id}: no capsule/code.json (recorded with tracking.capsule=false, or by a dlrun before 0.2); "
+            "nothing says which code ran"
+        )
+    overrides = download_config(client, run_id, "overrides.yaml")
+    if overrides is None:
+        raise ConfigError(f"run {run_id}: no overrides.yaml artifact (not a dlrun training run?)")
+    return Recorded(run, folder, capsule, [str(o) for o in overrides])
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def recorded_threads(source: Recorded, overrides: list[str]) -> int | None:
+    """The torch threads the run used (param ``resources.threads_used``); None when the user sets them."""
+    if any(_key(o) == "resources.threads" for o in overrides):
+        return None
+    value = source.run.data.params.get(THREADS_PARAM) or (source.capsule.get("environment.json") or {}).get(
+        "torch", {}
+    ).get("threads")
+    return int(value) if value else None
+
+
+def child_overrides(source: Recorded, overrides: list[str], uri: str, here: Path, threads: int | None) -> list[str]:
+    """``dlrun``'s command line for the new run: the recorded overrides, this job's keys, the user's on top."""
+    mine = {_key(o) for o in overrides}
+    kept = [o for o in source.overrides if not _key(o).startswith(JOB_OVERRIDES) and _key(o) not in mine]
+    stamp = dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+    job = [f"rerun={source.run_id}", f"tracking.uri={uri}", f"hydra.run.dir={_quoted(str(here / 'outputs' / stamp))}"]
+    if threads is not None:
+        job.append(f"resources.threads={threads}")
+    return [*kept, *job, *overrides]
+
+
+def _quoted(value: str) -> str:
+    """A Hydra override value: as is when plain, else single-quoted with its quotes and backslashes escaped."""
+    if re.fullmatch(r"[\w/.\-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def child_environment(source: Recorded, code_root: Path, here: Path) -> dict[str, str]:
+    """This process's environment with the recorded numerics variables (set or unset as recorded) and the
+    working directory's code off ``PYTHONPATH`` (the rebuilt code is imported instead)."""
+    from dlrun.tracking.capsule import NUMERIC_ENV
+
+    env = dict(os.environ)
+    recorded = (source.capsule.get("environment.json") or {}).get("env") or {}
+    for name in NUMERIC_ENV:
+        if name in MACHINE_ENV:
+            continue
+        if name in recorded:
+            env[name] = str(recorded[name])
+        else:
+            env.pop(name, None)
+    entries = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != here.resolve()]
+    env["PYTHONPATH"] = os.pathsep.join([str(code_root), *entries])
+    return env
+
+
+def print_block(
+    source: Recorded, code: Any, command: list[str], env: dict[str, str], threads: int | None, mine: list[str]
+) -> None:
+    """What the rerun runs and how it differs from the record: one short block."""
+    import torch  # noqa: F401 - imported so that environment_record() reads torch, CUDA and devices here
+
+    from dlrun.tracking.capsule import NUMERIC_ENV, environment_differences, environment_record
+
+    run = source.run
+    recorded = source.capsule.get("environment.json") or {}
+    here = environment_record()
+    here["env"] = {name: env[name] for name in NUMERIC_ENV if name in env}
+    if threads is not None and "torch" in here:
+        here["torch"]["threads"] = threads  # what the new run will use, not this process's default
+    print(f"rerun of {run.info.run_id[:8]} {run.info.run_name} ({run.info.status}), recorded {_when(run)}")
+    print(f"  code     {code.describe(source.capsule['code.json'])}")
+    yours = f"; yours on top: {' '.join(mine)}" if mine else ""
+    print(f"  config   the recorded config.yaml{yours}")
+    dlrun_then, dlrun_now = run.data.tags.get("dlrun.source", "?"), _dlrun_source()
+    same = "same" if dlrun_then == dlrun_now else f"different: recorded {dlrun_then}"
+    print(f"  dlrun    {dlrun_now} ({same})")
+    shown = f"{threads}, as recorded" if threads is not None else "as you set them (resources.threads)"
+    print(f"  threads  {shown}; " + (", ".join(f"${k}={v}" for k, v in here["env"].items()) or "no numerics env vars"))
+    for line in data_lines(run):
+        print(f"  data     {line}")
+    differences = environment_differences(recorded, here) if recorded else None
+    if differences is None:
+        print("  env      not recorded (no capsule/environment.json)")
+    elif not differences:
+        torch_version = (here.get("torch") or {}).get("version", "?")
+        count = len(here.get("distributions", {}))
+        print(f"  env      same: python {here['python']}, torch {torch_version}, {count} packages")
+    else:
+        listed = ", ".join(f"{d['key']} {d['a']} -> {d['b']}" for d in differences[:SHOWN_DIFFERENCES])
+        more = f", ... {len(differences) - SHOWN_DIFFERENCES} more" if len(differences) > SHOWN_DIFFERENCES else ""
+        print(f"  env      {len(differences)} different (recorded -> here): {listed}{more}")
+    print(f"  runs     dlrun {' '.join(command)}", flush=True)
+
+
+def data_lines(run: Any) -> list[str]:
+    """Each recorded dataset input checked against the files here (same, different, missing)."""
+    from dlrun.tracking.datasets import DigestCache, recheck
+
+    cache = DigestCache.load()
+    lines = []
+    for item in run.inputs.dataset_inputs if run.inputs else []:
+        context = ",".join(t.value for t in item.tags if t.key == "mlflow.data.context") or "-"
+        dataset = item.dataset
+        lines.append(f"{dataset.name} {context} {dataset.digest}: {recheck(dataset.source, dataset.digest, cache)}")
+    cache.save()
+    return lines or ["no dataset inputs recorded"]
+
+
+def _dlrun_source() -> str:
+    from dlrun.tracking.provenance import dlrun_source
+
+    return dlrun_source()
+
+
+def _when(run: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)) if run.info.start_time else "?"
+
+
+def find_new_run(client: Any, source_id: str, started_ms: int) -> Any:
+    """The run the job just recorded: tagged ``dlrun.rerun_of`` with the source's id, started after ``started_ms``."""
+    from mlflow.entities import ViewType
+
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    found = client.search_runs(
+        experiments,
+        filter_string=f"tags.`dlrun.rerun_of` = '{source_id}' and attributes.start_time >= {started_ms}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found:
+        raise UserError(f"rerun of {source_id}: the job ended well but no run tagged dlrun.rerun_of was recorded")
+    return found[0]
+
+
+class MetricsDisagree(UserError):
+    """``--check``: the rerun's metrics are not the recorded ones (within the stated tolerance)."""
+
+
+def new_environment(client: Any, run_id: str) -> dict[str, Any]:
+    """The new run's ``capsule/environment.json`` ({} when it recorded none)."""
+    from dlrun.tracking.capsule import read_capsule
+
+    with tempfile.TemporaryDirectory(prefix="dlrun-rerun-") as scratch:
+        try:
+            folder = Path(client.download_artifacts(run_id, "capsule", scratch))
+        except Exception:  # noqa: BLE001 - tracking.capsule=false on top: nothing to compare
+            return {}
+        return read_capsule(folder).get("environment.json") or {}
+
+
+def check_metrics(source: Recorded, new: Any, new_env: dict[str, Any], tolerance: float | None) -> int:
+    """Print recorded and new val/* and test/* metrics side by side; MetricsDisagree when any is off."""
+    exact, why = expect_exact(source, new, new_env)
+    limit = tolerance if tolerance is not None else (0.0 if exact else LOOSE_TOLERANCE)
+    how = "exactly" if limit == 0 else f"within {limit:g}"
+    print(f"check: the metrics must agree {how} ({why})")
+    recorded = source.run.data.metrics
+    names = sorted(k for k in recorded if k.startswith(CHECKED_PREFIXES))
+    if not names:
+        raise MetricsDisagree(f"run {source.run_id}: recorded no val/* or test/* metrics to check against")
+    width = max(len(n) for n in names)
+    print(f"  {'metric':<{width}}  {'recorded':>12}  {'rerun':>12}  {'difference':>10}")
+    off = []
+    for name in names:
+        then, now = recorded[name], new.data.metrics.get(name)
+        gap = None if now is None else abs(now - then)
+        agrees = gap is not None and gap <= limit
+        if not agrees:
+            off.append(name)
+        shown, gap_shown = ("missing", "-") if now is None else (f"{now:.8g}", f"{gap:.3g}")
+        print(f"  {name:<{width}}  {then:>12.8g}  {shown:>12}  {gap_shown:>10}  {'same' if agrees else 'DIFFERENT'}")
+    if off:
+        raise MetricsDisagree(
+            f"rerun {new.info.run_id[:8]} of {source.run_id[:8]}: {len(off)} of {len(names)} metrics differ "
+            f"from the record ({', '.join(off)}; must agree {how})"
+        )
+    print(f"check: all {len(names)} metrics agree {how}")
+    return 0
+
+
+def expect_exact(source: Recorded, new: Any, new_env: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the two runs should agree to the last bit (CPU, same threads, seed and torch), and why (not)."""
+    old_env = source.capsule.get("environment.json") or {}
+    a, b = source.run.data.params, new.data.params
+    facts = [
+        ("CPU", _on_cpu(a, old_env), _on_cpu(b, new_env)),
+        ("threads", a.get(THREADS_PARAM), b.get(THREADS_PARAM)),
+        ("seed", a.get("seed"), b.get("seed")),
+        ("torch", _torch(old_env), _torch(new_env)),
+    ]
+    differ = [f"{name} {x} -> {y}" for name, x, y in facts if x != y or x in (None, False)]
+    if differ:
+        return False, "not bit-exact: " + ", ".join(differ)
+    return True, f"CPU, threads {a[THREADS_PARAM]}, seed {a.get('seed')}, torch {_torch(old_env)} in both runs"
+
+
+def _on_cpu(params: dict[str, str], env: dict[str, Any]) -> bool:
+    accelerator = params.get("trainer.accelerator", "auto")
+    return accelerator == "cpu" or (accelerator == "auto" and not (env.get("torch") or {}).get("devices"))
+
+
+def _torch(env: dict[str, Any]) -> str | None:
+    return (env.get("torch") or {}).get("version") or (env.get("distributions") or {}).get("torch")
+
+
+def run_job(command: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """``python -m dlrun COMMAND`` in ``cwd``; Ctrl-C reaches it too (it marks its run KILLED), SIGTERM is passed on."""
+    import signal
+
+    with subprocess.Popen([sys.executable, "-m", "dlrun", *command], cwd=cwd, env=env) as job:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: job.send_signal(signum))
+        try:
+            while True:
+                try:
+                    return job.wait()
+                except KeyboardInterrupt:  # the job got the same Ctrl-C: wait for it to close its run
+                    continue
+        finally:
+            signal.signal(signal.SIGTERM, previous)
