@@ -154,20 +154,13 @@ def code_digest(folder: Path, files: list[Path]) -> str:
 
 def environment_record() -> dict[str, Any]:
     """Python, platform, installed distributions, torch/CUDA/cuDNN and devices, threads, numerics-changing env vars."""
-    from importlib import metadata
-
-    distributions = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            distributions[name.lower()] = dist.version
     record: dict[str, Any] = {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "distributions": dict(sorted(distributions.items())),
+        "distributions": installed_distributions(),
         "env": {name: os.environ[name] for name in NUMERIC_ENV if name in os.environ},
     }
     torch = sys.modules.get("torch")
@@ -184,6 +177,24 @@ def environment_record() -> dict[str, Any]:
             "matmul_precision": torch.get_float32_matmul_precision(),
         }
     return record
+
+
+def installed_distributions() -> dict[str, str]:
+    """Every installed distribution's name (lower case) and version, sorted by name.
+
+    Read from the head of each METADATA file: ``importlib.metadata``'s own parse of the whole file (an email
+    message) took 0.23 s for 123 distributions here, this 0.03 s, on every run.
+    """
+    from importlib import metadata
+
+    found = {}
+    for dist in metadata.distributions():
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        fields = dict(line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line[:40])
+        name, version = fields.get("Name", "").strip(), fields.get("Version", "").strip()
+        if name:
+            found[name.lower()] = version
+    return dict(sorted(found.items()))
 
 
 def log_capsule(run: Any, folder: Path) -> dict[str, Any]:
