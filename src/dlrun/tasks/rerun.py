@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -22,8 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dlrun.browse.run_files import read_text
 from dlrun.errors import ConfigError, UserError
 from dlrun.sweeping.threads import THREADS_PARAM
+from dlrun.tasks.rerun_config import RERUN_TAG
 
 # Not bit-exact (a GPU, other threads, another seed or torch): how far a metric may move, unless --tolerance.
 LOOSE_TOLERANCE = 0.01
@@ -71,39 +76,35 @@ def rerun_main(argv: list[str]) -> int:
     """``dlrun rerun ...``: the new run's exit code; a bad input is one ``dlrun: error:`` line, exit 1 or 2."""
     from dlrun.browse.entry import guarded
 
-    return guarded(lambda: rerun(build_parser().parse_args(argv)))
+    return guarded(lambda: rerun(build_parser().parse_intermixed_args(argv)))  # options anywhere
 
 
 @dataclass
 class Recorded:
-    """The run to rerun, as its record has it: the MLflow run, its capsule files and its recorded overrides."""
+    """The run to rerun, as its record has it: the run, its capsule files, recorded overrides and dataset inputs."""
 
-    run: Any
+    run: Any  # dlrun.browse.records.RunRecord
     capsule_dir: Path
     capsule: dict[str, Any]
     overrides: list[str]
+    datasets: list[dict[str, str]]
 
     @property
     def run_id(self) -> str:
         """The full run id."""
-        return str(self.run.info.run_id)
+        return str(self.run.run_id)
 
 
 def rerun(args: argparse.Namespace) -> int:
     """Rebuild, compare, run, check: the whole command."""
-    from mlflow.tracking import MlflowClient
-
-    from dlrun.browse.store import tracking_uri
+    from dlrun.browse.store import open_reader, tracking_uri
+    from dlrun.tracking.code_copy import rebuild_code
 
     here = Path.cwd()
-    uri = tracking_uri(args.tracking_uri, here)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small download is noise
-    client = MlflowClient(uri)
+    uri = tracking_uri(args.tracking_uri, here)  # the store must exist: reading never creates one
     with tempfile.TemporaryDirectory(prefix="dlrun-rerun-") as scratch:
-        source = read_record(client, args.run, Path(scratch))
+        source = read_record(open_reader(uri, here), args.run, Path(scratch))
         folder = Path(tempfile.mkdtemp(prefix="dlrun-rerun-code-")) if args.keep else Path(scratch) / "code"
-        from dlrun.tracking.code_copy import rebuild_code
-
         copy = rebuild_code(source.capsule["code.json"], source.capsule_dir, folder, here)
         threads = recorded_threads(source, args.overrides)
         env = child_environment(source, copy.root, here)
@@ -117,37 +118,40 @@ def rerun(args: argparse.Namespace) -> int:
         status = run_job(command, copy.workdir, env)
         if status != 0:
             return status  # the job said why in its own line: no new run, or one marked FAILED or KILLED
-        new = find_new_run(client, source.run_id, started)
-        print(f"rerun of {source.run_id[:8]}: new run {new.info.run_id} (tagged dlrun.rerun_of)")
-        if not args.check:
-            return 0
-        return check_metrics(source, new, new_environment(client, new.info.run_id), args.tolerance)
+    reader = open_reader(uri, here)  # a fresh one: the job may have made an experiment
+    new = find_new_run(reader, source, started)
+    new_env = json.loads(read_text(reader, new, "capsule/environment.json") or "{}")
+    print(f"rerun of {source.run_id[:8]}: new run {new.run_id} (tagged dlrun.rerun_of)")
+    print(f"  env      {environment_line(source, new_env, 'new run')}")
+    return check_metrics(source, new, new_env, args.tolerance) if args.check else 0
 
 
-def read_record(client: Any, ref: str, scratch: Path) -> Recorded:
-    """The run ``ref`` names, with its capsule downloaded into ``scratch``; one line when it cannot rerun."""
-    from dlrun.tracking.artifacts import download_config, get_run
+def read_record(reader: Any, ref: str, scratch: Path) -> Recorded:
+    """The run ``ref`` names with its capsule (read in place, or downloaded into ``scratch``); one line if not."""
+    from dlrun.browse.run_files import local_root
     from dlrun.tracking.capsule import read_capsule
 
-    run = get_run(client, ref, "run")
-    run_id = run.info.run_id
-    task = run.data.tags.get("dlrun.task", "train")
+    run = reader.run(reader.resolve(ref, "run"))
+    task = run.tags.get("dlrun.task", "train")
     if task != "train":
-        raise ConfigError(f"run {run_id}: a {task} run; dlrun rerun runs training runs (its source run, perhaps)")
-    try:
-        folder = Path(client.download_artifacts(run_id, "capsule", str(scratch)))
-    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-        folder = scratch / "capsule"
+        raise ConfigError(f"run {run.run_id}: a {task} run; dlrun rerun runs training runs (its source run, perhaps)")
+    root = local_root(run)
+    folder = root / "capsule" if root is not None else scratch / "capsule"
+    if root is None:
+        try:
+            reader.client().download_artifacts(run.run_id, "capsule", str(scratch))
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            pass
     capsule = read_capsule(folder)
     if "code.json" not in capsule:
         raise ConfigError(
-            f"run {run_id}: no capsule/code.json (recorded with tracking.capsule=false, or by a dlrun before 0.2); "
-            "nothing says which code ran"
+            f"run {run.run_id}: no capsule/code.json (recorded with tracking.capsule=false, or by a dlrun before "
+            "capsules); nothing says which code ran"
         )
-    overrides = download_config(client, run_id, "overrides.yaml")
-    if overrides is None:
-        raise ConfigError(f"run {run_id}: no overrides.yaml artifact (not a dlrun training run?)")
-    return Recorded(run, folder, capsule, [str(o) for o in overrides])
+    overrides = yaml.safe_load(read_text(reader, run, "overrides.yaml") or "null")
+    if not isinstance(overrides, list):
+        raise ConfigError(f"run {run.run_id}: no overrides.yaml artifact (not a dlrun training run?)")
+    return Recorded(run, folder, capsule, [str(o) for o in overrides], reader.datasets(run.run_id))
 
 
 def _key(override: str) -> str:
@@ -158,9 +162,9 @@ def recorded_threads(source: Recorded, overrides: list[str]) -> int | None:
     """The torch threads the run used (param ``resources.threads_used``); None when the user sets them."""
     if any(_key(o) == "resources.threads" for o in overrides):
         return None
-    value = source.run.data.params.get(THREADS_PARAM) or (source.capsule.get("environment.json") or {}).get(
-        "torch", {}
-    ).get("threads")
+    value = source.run.params.get(THREADS_PARAM) or (source.capsule.get("environment.json") or {}).get("torch", {}).get(
+        "threads"
+    )
     return int(value) if value else None
 
 
@@ -204,52 +208,57 @@ def child_environment(source: Recorded, code_root: Path, here: Path) -> dict[str
 def print_block(
     source: Recorded, code: Any, command: list[str], env: dict[str, str], threads: int | None, mine: list[str]
 ) -> None:
-    """What the rerun runs and how it differs from the record: one short block."""
-    import torch  # noqa: F401 - imported so that environment_record() reads torch, CUDA and devices here
-
-    from dlrun.tracking.capsule import NUMERIC_ENV, environment_differences, environment_record
+    """What the rerun runs and how this machine differs from the record: one short block."""
+    from dlrun.tracking.capsule import NUMERIC_ENV, environment_record
 
     run = source.run
-    recorded = source.capsule.get("environment.json") or {}
+    # torch is not imported here (seconds of start-up): its version is a distribution like any other, and
+    # CUDA, devices and threads are compared with what the new run records once it ran.
     here = environment_record()
     here["env"] = {name: env[name] for name in NUMERIC_ENV if name in env}
-    if threads is not None and "torch" in here:
-        here["torch"]["threads"] = threads  # what the new run will use, not this process's default
-    print(f"rerun of {run.info.run_id[:8]} {run.info.run_name} ({run.info.status}), recorded {_when(run)}")
+    print(f"rerun of {run.run_id[:8]} {run.name} ({run.status}), recorded {_when(run)}")
     print(f"  code     {code.describe(source.capsule['code.json'])}")
     yours = f"; yours on top: {' '.join(mine)}" if mine else ""
     print(f"  config   the recorded config.yaml{yours}")
-    dlrun_then, dlrun_now = run.data.tags.get("dlrun.source", "?"), _dlrun_source()
+    dlrun_then, dlrun_now = run.tags.get("dlrun.source", "?"), _dlrun_source()
     same = "same" if dlrun_then == dlrun_now else f"different: recorded {dlrun_then}"
     print(f"  dlrun    {dlrun_now} ({same})")
     shown = f"{threads}, as recorded" if threads is not None else "as you set them (resources.threads)"
     print(f"  threads  {shown}; " + (", ".join(f"${k}={v}" for k, v in here["env"].items()) or "no numerics env vars"))
-    for line in data_lines(run):
+    for line in data_lines(source.datasets):
         print(f"  data     {line}")
-    differences = environment_differences(recorded, here) if recorded else None
-    if differences is None:
-        print("  env      not recorded (no capsule/environment.json)")
-    elif not differences:
-        torch_version = (here.get("torch") or {}).get("version", "?")
-        count = len(here.get("distributions", {}))
-        print(f"  env      same: python {here['python']}, torch {torch_version}, {count} packages")
-    else:
-        listed = ", ".join(f"{d['key']} {d['a']} -> {d['b']}" for d in differences[:SHOWN_DIFFERENCES])
-        more = f", ... {len(differences) - SHOWN_DIFFERENCES} more" if len(differences) > SHOWN_DIFFERENCES else ""
-        print(f"  env      {len(differences)} different (recorded -> here): {listed}{more}")
+    print(f"  env      {environment_line(source, here, 'here')}")
     print(f"  runs     dlrun {' '.join(command)}", flush=True)
 
 
-def data_lines(run: Any) -> list[str]:
+def environment_line(source: Recorded, other: dict[str, Any], where: str) -> str:
+    """Same, or what differs between the recorded environment and ``other`` (this machine, or the new run)."""
+    from dlrun.tracking.capsule import environment_differences
+
+    recorded = source.capsule.get("environment.json")
+    if not recorded or not other:
+        return "not compared (no capsule/environment.json)"
+    differences = environment_differences(recorded, other)
+    if not differences:
+        torch = (other.get("torch") or {}).get("version") or other.get("distributions", {}).get("torch", "-")
+        devices = ", ".join((other.get("torch") or {}).get("devices", [])) or "no GPU"
+        extra = f", {devices}" if "torch" in other else ""
+        return (
+            f"same: python {other.get('python')}, torch {torch}{extra}, {len(other.get('distributions', {}))} packages"
+        )
+    listed = ", ".join(f"{d['key']} {d['a']} -> {d['b']}" for d in differences[:SHOWN_DIFFERENCES])
+    more = f", ... {len(differences) - SHOWN_DIFFERENCES} more" if len(differences) > SHOWN_DIFFERENCES else ""
+    return f"{len(differences)} different (recorded -> {where}): {listed}{more}"
+
+
+def data_lines(datasets: list[dict[str, str]]) -> list[str]:
     """Each recorded dataset input checked against the files here (same, different, missing)."""
     from dlrun.tracking.datasets import DigestCache, recheck
 
     cache = DigestCache.load()
-    lines = []
-    for item in run.inputs.dataset_inputs if run.inputs else []:
-        context = ",".join(t.value for t in item.tags if t.key == "mlflow.data.context") or "-"
-        dataset = item.dataset
-        lines.append(f"{dataset.name} {context} {dataset.digest}: {recheck(dataset.source, dataset.digest, cache)}")
+    lines = [
+        f"{d['name']} {d['context'] or '-'} {d['digest']}: {recheck(d['source'], d['digest'], cache)}" for d in datasets
+    ]
     cache.save()
     return lines or ["no dataset inputs recorded"]
 
@@ -261,39 +270,21 @@ def _dlrun_source() -> str:
 
 
 def _when(run: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)) if run.info.start_time else "?"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.start_ms / 1000)) if run.start_ms else "?"
 
 
-def find_new_run(client: Any, source_id: str, started_ms: int) -> Any:
+def find_new_run(reader: Any, source: Recorded, started_ms: int) -> Any:
     """The run the job just recorded: tagged ``dlrun.rerun_of`` with the source's id, started after ``started_ms``."""
-    from mlflow.entities import ViewType
-
-    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    found = client.search_runs(
-        experiments,
-        filter_string=f"tags.`dlrun.rerun_of` = '{source_id}' and attributes.start_time >= {started_ms}",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not found:
-        raise UserError(f"rerun of {source_id}: the job ended well but no run tagged dlrun.rerun_of was recorded")
-    return found[0]
+    experiments = reader.experiments()
+    for ids in ([source.run.experiment_id], [i for i in experiments if i != source.run.experiment_id]):
+        for run in reader.runs(ids):  # newest first
+            if run.tags.get(RERUN_TAG) == source.run_id and (run.start_ms or 0) >= started_ms:
+                return run
+    raise UserError(f"rerun of {source.run_id}: the job ended well but recorded no run tagged {RERUN_TAG}")
 
 
 class MetricsDisagree(UserError):
     """``--check``: the rerun's metrics are not the recorded ones (within the stated tolerance)."""
-
-
-def new_environment(client: Any, run_id: str) -> dict[str, Any]:
-    """The new run's ``capsule/environment.json`` ({} when it recorded none)."""
-    from dlrun.tracking.capsule import read_capsule
-
-    with tempfile.TemporaryDirectory(prefix="dlrun-rerun-") as scratch:
-        try:
-            folder = Path(client.download_artifacts(run_id, "capsule", scratch))
-        except Exception:  # noqa: BLE001 - tracking.capsule=false on top: nothing to compare
-            return {}
-        return read_capsule(folder).get("environment.json") or {}
 
 
 def check_metrics(source: Recorded, new: Any, new_env: dict[str, Any], tolerance: float | None) -> int:
@@ -302,7 +293,7 @@ def check_metrics(source: Recorded, new: Any, new_env: dict[str, Any], tolerance
     limit = tolerance if tolerance is not None else (0.0 if exact else LOOSE_TOLERANCE)
     how = "exactly" if limit == 0 else f"within {limit:g}"
     print(f"check: the metrics must agree {how} ({why})")
-    recorded = source.run.data.metrics
+    recorded = source.run.metrics
     names = sorted(k for k in recorded if k.startswith(CHECKED_PREFIXES))
     if not names:
         raise MetricsDisagree(f"run {source.run_id}: recorded no val/* or test/* metrics to check against")
@@ -310,7 +301,7 @@ def check_metrics(source: Recorded, new: Any, new_env: dict[str, Any], tolerance
     print(f"  {'metric':<{width}}  {'recorded':>12}  {'rerun':>12}  {'difference':>10}")
     off = []
     for name in names:
-        then, now = recorded[name], new.data.metrics.get(name)
+        then, now = recorded[name], new.metrics.get(name)
         gap = None if now is None else abs(now - then)
         agrees = gap is not None and gap <= limit
         if not agrees:
@@ -319,7 +310,7 @@ def check_metrics(source: Recorded, new: Any, new_env: dict[str, Any], tolerance
         print(f"  {name:<{width}}  {then:>12.8g}  {shown:>12}  {gap_shown:>10}  {'same' if agrees else 'DIFFERENT'}")
     if off:
         raise MetricsDisagree(
-            f"rerun {new.info.run_id[:8]} of {source.run_id[:8]}: {len(off)} of {len(names)} metrics differ "
+            f"rerun {new.run_id[:8]} of {source.run_id[:8]}: {len(off)} of {len(names)} metrics differ "
             f"from the record ({', '.join(off)}; must agree {how})"
         )
     print(f"check: all {len(names)} metrics agree {how}")
@@ -329,22 +320,26 @@ def check_metrics(source: Recorded, new: Any, new_env: dict[str, Any], tolerance
 def expect_exact(source: Recorded, new: Any, new_env: dict[str, Any]) -> tuple[bool, str]:
     """Whether the two runs should agree to the last bit (CPU, same threads, seed and torch), and why (not)."""
     old_env = source.capsule.get("environment.json") or {}
-    a, b = source.run.data.params, new.data.params
+    a, b = source.run.params, new.params
     facts = [
-        ("CPU", _on_cpu(a, old_env), _on_cpu(b, new_env)),
+        ("device", _device(a, old_env), _device(b, new_env)),
         ("threads", a.get(THREADS_PARAM), b.get(THREADS_PARAM)),
         ("seed", a.get("seed"), b.get("seed")),
         ("torch", _torch(old_env), _torch(new_env)),
     ]
-    differ = [f"{name} {x} -> {y}" for name, x, y in facts if x != y or x in (None, False)]
+    differ = [f"{name} {x} -> {y}" for name, x, y in facts if x != y or x is None]
+    if not differ and facts[0][1] != "CPU":
+        differ = [f"device {facts[0][1]} (not bit-exact by default)"]
     if differ:
         return False, "not bit-exact: " + ", ".join(differ)
     return True, f"CPU, threads {a[THREADS_PARAM]}, seed {a.get('seed')}, torch {_torch(old_env)} in both runs"
 
 
-def _on_cpu(params: dict[str, str], env: dict[str, Any]) -> bool:
+def _device(params: dict[str, str], env: dict[str, Any]) -> str:
+    """CPU, or the accelerator a run may have used (``trainer.accelerator``, and the devices it saw)."""
     accelerator = params.get("trainer.accelerator", "auto")
-    return accelerator == "cpu" or (accelerator == "auto" and not (env.get("torch") or {}).get("devices"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (env.get("torch") or {}).get("devices"))
+    return "CPU" if on_cpu else "GPU"
 
 
 def _torch(env: dict[str, Any]) -> str | None:

@@ -1,0 +1,78 @@
+"""``dlrun rerun --check``'s verdict on two records, and the capsule's patch of a new file (no training)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dlrun.browse.records import RunRecord
+from dlrun.errors import UserError
+from dlrun.tasks.rerun import Recorded, check_metrics, expect_exact
+from dlrun.tracking.capsule import environment_differences, new_file_patch
+
+CPU_ENV = {"torch": {"version": "2.13.0+cpu", "devices": []}}
+
+
+def record(metrics: dict[str, float], **params: str) -> RunRecord:
+    base = {"trainer.accelerator": "cpu", "resources.threads_used": "1", "seed": "3"}
+    return RunRecord("a" * 32, "r", "1", "FINISHED", 1, 2, params={**base, **params}, metrics=metrics)
+
+
+def source(metrics: dict[str, float]) -> Recorded:
+    return Recorded(record(metrics), Path("."), {"environment.json": CPU_ENV}, [], [])
+
+
+def test_exact_on_a_cpu_with_the_same_threads_seed_and_torch(capsys) -> None:
+    recorded = {"val/acc": 0.5, "test/acc": 0.25, "train/loss": 9.0}
+    assert check_metrics(source(recorded), record({"val/acc": 0.5, "test/acc": 0.25}), CPU_ENV, None) == 0
+    out = capsys.readouterr().out
+    assert "agree exactly (CPU, threads 1, seed 3, torch 2.13.0+cpu in both runs)" in out
+    assert "train/loss" not in out  # only val/* and test/*
+    with pytest.raises(UserError, match=r"1 of 2 metrics differ from the record \(test/acc; must agree exactly\)"):
+        check_metrics(source(recorded), record({"val/acc": 0.5, "test/acc": 0.25 + 1e-9}), CPU_ENV, None)
+
+
+def test_other_threads_or_a_gpu_loosen_the_check_and_say_why() -> None:
+    assert expect_exact(source({}), record({}, **{"resources.threads_used": "2"}), CPU_ENV) == (
+        False,
+        "not bit-exact: threads 1 -> 2",
+    )
+    gpu = {"torch": {"version": "2.13.0+cpu", "devices": ["H100"]}}
+    exact, why = expect_exact(source({}), record({}, **{"trainer.accelerator": "auto"}), gpu)
+    assert not exact and why == "not bit-exact: device CPU -> GPU"
+    both = Recorded(record({}, **{"trainer.accelerator": "gpu"}), Path("."), {"environment.json": gpu}, [], [])
+    assert expect_exact(both, record({}, **{"trainer.accelerator": "gpu"}), gpu) == (
+        False,
+        "not bit-exact: device GPU (not bit-exact by default)",
+    )
+    assert check_metrics(source({"val/acc": 0.5}), record({"val/acc": 0.505}, seed="4"), CPU_ENV, None) == 0
+    with pytest.raises(UserError, match="val/acc; must agree within 0.001"):
+        check_metrics(source({"val/acc": 0.5}), record({"val/acc": 0.505}, seed="4"), CPU_ENV, 0.001)
+
+
+def test_a_missing_metric_disagrees() -> None:
+    with pytest.raises(UserError, match=r"\(test/acc; must agree exactly\)"):
+        check_metrics(source({"test/acc": 0.5}), record({}), CPU_ENV, None)
+
+
+def test_environment_differences_name_what_changed() -> None:
+    a = {"python": "3.11.7", "env": {"OMP_NUM_THREADS": "1"}, "distributions": {"numpy": "2.1", "torch": "2.13"}}
+    b = {"python": "3.11.7", "env": {}, "distributions": {"numpy": "2.2", "torch": "2.13", "rich": "14"}}
+    assert environment_differences(a, b) == [
+        {"key": "$OMP_NUM_THREADS", "a": "1", "b": None},
+        {"key": "numpy", "a": "2.1", "b": "2.2"},
+        {"key": "rich", "a": None, "b": "14"},
+    ]
+
+
+@pytest.mark.parametrize("text", ["a = 1\nb = 2\n", "no newline at the end", "", "x\n\n"])
+def test_a_new_file_patch_recreates_the_file_exactly(tmp_path: Path, text: str) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    patch = tmp_path / "p.diff"
+    patch.write_text(new_file_patch("sub/new.py", text) + new_file_patch("other.yaml", "k: v\n"))
+    done = subprocess.run(["git", "-C", str(tmp_path), "apply", str(patch)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "sub" / "new.py").read_text() == text
+    assert (tmp_path / "other.yaml").read_text() == "k: v\n"
