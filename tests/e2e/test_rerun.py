@@ -19,7 +19,7 @@ from helpers import Result, all_runs, dlrun, early, store_uri
 TRAIN = [
     "data=mnist", "model=tiny", "model.hidden=16", "data.batch_size=32", "data.eval_batch_size=200",
     "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "tracking.log_model=false", "callbacks.plots=false", "seed=3",
+    "trainer.limit_test_batches=2", "callbacks.plots=false", "seed=3",
 ]  # fmt: skip
 THREADS = {"OMP_NUM_THREADS": "1"}
 CHANGE = ("nn.GELU()", "nn.Tanh()")  # the uncommitted change to the project's model file
@@ -126,6 +126,34 @@ def test_rerun_applies_the_recorded_diff_after_the_change_was_reverted(early_res
         source.data.metrics,
         source.info.end_time,
     )
+
+
+def test_runs_show_lists_the_logged_model_and_the_capsule(early_result: Callable, capsys) -> None:
+    from dlrun.browse.commands import runs_main
+
+    done: Reruns = early_result(train_and_rerun)
+    source, ref = done.source, done.source.info.run_id[:8]
+    assert runs_main(["show", ref, "--json", "--tracking-uri", done.store]) == 0
+    info = json.loads(capsys.readouterr().out)
+    [model] = info["models"]
+    assert model["name"] == "model" and model["status"] == "READY" and model["uri"].startswith("models:/m-")
+    assert (Path(model["location"].removeprefix("file://")) / "MLmodel").is_file()
+    from dlrun.browse.client_reader import ClientReader
+    from dlrun.browse.sqlite_reader import SqliteReader
+
+    run_id = source.info.run_id  # the fast reader lists what MLflow's client lists
+    assert SqliteReader(done.store).logged_models(run_id) == ClientReader(done.store).logged_models(run_id)
+    capsule = info["capsule"]
+    assert (capsule["kind"], capsule["dirty"], capsule["changed_files"]) == ("git", True, ["tinynet.py"])
+    assert capsule["commit"] == source.data.tags["mlflow.source.git.commit"]
+    assert capsule["digest"] == source.data.tags["dlrun.code_digest"]
+    files = sorted(f["path"] for f in capsule["files"])
+    assert files == [f"capsule/{name}" for name in ("code.diff", "code.json", "environment.json")]
+    assert capsule["threads"] == 1 and capsule["env"] == {"OMP_NUM_THREADS": "1"}
+    assert info["commands"]["rerun"] == f"dlrun rerun {ref} --tracking-uri {done.store} --check"
+    assert runs_main(["show", ref, "--tracking-uri", done.store]) == 0
+    text = capsys.readouterr().out
+    assert "logged model model (READY)" in text and "state    dirty: 1 file changed or new (tinynet.py)" in text
 
 
 def copy_run(done: Reruns, name: str, skip: tuple[str, ...] = ()) -> tuple[str, Path]:

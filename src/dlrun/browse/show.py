@@ -209,9 +209,8 @@ def _render_capsule(capsule: dict[str, Any], console: Any) -> None:
         where = f"branch {capsule['branch']}" + (f", remote {capsule['remote']}" if capsule["remote"] else "")
         console.print(f"  code     git commit {capsule['commit']} ({escape(where)})", highlight=False, soft_wrap=True)
         changed, new = capsule["changed_files"], capsule["untracked_files"]
-        state = (
-            f"dirty: {len(changed)} files changed or new ({', '.join(changed[:6])})" if capsule["dirty"] else "clean"
-        )
+        count = f"{len(changed)} file{'s' if len(changed) != 1 else ''}"
+        state = f"dirty: {count} changed or new ({', '.join(changed[:6])})" if capsule["dirty"] else "clean"
         console.print(f"  state    {escape(state)}", highlight=False, soft_wrap=True)
         if new:
             console.print(f"  new      untracked files in the diff: {escape(', '.join(new[:6]))}", highlight=False)
