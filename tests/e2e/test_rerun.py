@@ -91,6 +91,7 @@ def test_rerun_in_a_fresh_clone_reproduces_val_and_test_accuracy_exactly(early_r
     source = done.source
     new = rerun_of(done, done.in_clone)
     assert new.data.tags["dlrun.rerun_of"] == source.info.run_id
+    assert new.data.tags["dlrun.config_hash"] == source.data.tags["dlrun.config_hash"]  # the same config rebuilt
     for key in ("val/acc", "test/acc", "val/loss", "test/loss"):
         assert new.data.metrics[key] == source.data.metrics[key], key
     assert "check: all 4 metrics agree exactly" in done.in_clone.stdout
