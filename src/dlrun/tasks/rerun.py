@@ -33,8 +33,9 @@ from dlrun.tasks.rerun_config import RERUN_TAG
 # Not bit-exact (a GPU, other threads, another seed or torch): how far a metric may move, unless --tolerance.
 LOOSE_TOLERANCE = 0.01
 CHECKED_PREFIXES = ("val/", "test/")
-# Overrides of the record that describe the recorded job, not its config: this job sets its own.
-JOB_OVERRIDES = ("hydra.", "tracking.uri", "rerun", "resume", "ckpt", "task")
+# Overrides of the record that describe the recorded job, not its config: this job sets its own (``trial.*``:
+# the Optuna trial a search job ran as; a rerun is no trial of that study).
+JOB_OVERRIDES = ("hydra.", "tracking.uri", "rerun", "resume", "ckpt", "task", "trial.")
 # Numerics variables a rerun takes as recorded; which devices a machine shows is its own business.
 MACHINE_ENV = ("CUDA_VISIBLE_DEVICES",)
 SHOWN_DIFFERENCES = 8
@@ -107,7 +108,7 @@ def rerun(args: argparse.Namespace) -> int:
         folder = Path(tempfile.mkdtemp(prefix="dlrun-rerun-code-")) if args.keep else Path(scratch) / "code"
         copy = rebuild_code(source.capsule["code.json"], source.capsule_dir, folder, here)
         threads = recorded_threads(source, args.overrides)
-        env = child_environment(source, copy.root, here)
+        env = child_environment(source, here)
         command = child_overrides(source, args.overrides, uri, here, threads)
         print_block(source, copy, command, env, threads, args.overrides)
         if args.keep:
@@ -186,9 +187,9 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def child_environment(source: Recorded, code_root: Path, here: Path) -> dict[str, str]:
+def child_environment(source: Recorded, here: Path) -> dict[str, str]:
     """This process's environment with the recorded numerics variables (set or unset as recorded) and the
-    working directory's code off ``PYTHONPATH`` (the rebuilt code is imported instead)."""
+    working directory off ``PYTHONPATH`` (the rebuilt code is imported instead)."""
     from dlrun.tracking.capsule import NUMERIC_ENV
 
     env = dict(os.environ)
@@ -200,8 +201,9 @@ def child_environment(source: Recorded, code_root: Path, here: Path) -> dict[str
             env[name] = str(recorded[name])
         else:
             env.pop(name, None)
+    # The job puts its own folder (in the rebuilt code) first on the path, as the recorded job did.
     entries = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != here.resolve()]
-    env["PYTHONPATH"] = os.pathsep.join([str(code_root), *entries])
+    env["PYTHONPATH"] = os.pathsep.join(entries)
     return env
 
 

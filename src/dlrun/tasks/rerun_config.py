@@ -35,6 +35,7 @@ def rerun_config(cfg: DictConfig, job: Any) -> tuple[DictConfig, str]:
     recorded = download_config(client, run_id)
     if not isinstance(recorded, dict):
         raise UserError(f"rerun={ref}: run {run_id} has no config.yaml artifact (not a dlrun training run?)")
+    recorded.pop("trial", None)  # the Optuna trial a search job ran as: bookkeeping, not config
     given = set(download_config(client, run_id, "overrides.yaml") or [])
     added = [o for o in job.overrides if o not in given]  # the recorded ones built the record already
     return restore_config(cfg, recorded, added, key="rerun", recorded_inputs=True), run_id
