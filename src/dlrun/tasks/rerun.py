@@ -105,6 +105,8 @@ def rerun(args: argparse.Namespace) -> int:
     uri = tracking_uri(args.tracking_uri, here)  # the store must exist: reading never creates one
     with tempfile.TemporaryDirectory(prefix="dlrun-rerun-") as scratch:
         source = read_record(open_reader(uri, here), args.run, Path(scratch))
+        if args.check and not any(k.startswith(CHECKED_PREFIXES) for k in source.run.metrics):
+            raise ConfigError(f"--check: run {source.run_id} recorded no val/* or test/* metrics to compare with")
         folder = Path(tempfile.mkdtemp(prefix="dlrun-rerun-code-")) if args.keep else Path(scratch) / "code"
         copy = rebuild_code(source.capsule["code.json"], source.capsule_dir, folder, here)
         threads = recorded_threads(source, args.overrides)
