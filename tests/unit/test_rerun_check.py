@@ -76,3 +76,18 @@ def test_a_new_file_patch_recreates_the_file_exactly(tmp_path: Path, text: str) 
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "sub" / "new.py").read_text() == text
     assert (tmp_path / "other.yaml").read_text() == "k: v\n"
+
+
+def test_a_rerun_keeps_the_recorded_input_paths_and_writes_to_its_own_folder() -> None:
+    from omegaconf import OmegaConf
+
+    from dlrun.config.restore import restore_config
+
+    node = {"_target_": "x.Data", "data_dir": "${paths.data_dir}", "logs": "${paths.output_dir}/logs"}
+    current = OmegaConf.create({"task": "train", "paths": {"data_dir": "/here/data", "output_dir": "/here/out"}})
+    current.data = node
+    recorded = {"task": "train", "data": {"_target_": "x.Data", "data_dir": "/then/data", "logs": "/then/out/logs"}}
+    rerun = restore_config(current, recorded, [], key="rerun", recorded_inputs=True)
+    assert (rerun.data.data_dir, rerun.data.logs) == ("/then/data", "/here/out/logs")
+    resumed = restore_config(current, recorded, [])  # resume, eval: this machine's paths for inputs too
+    assert (resumed.data.data_dir, resumed.data.logs) == ("/here/data", "/here/out/logs")
