@@ -91,3 +91,18 @@ def test_a_rerun_keeps_the_recorded_input_paths_and_writes_to_its_own_folder() -
     assert (rerun.data.data_dir, rerun.data.logs) == ("/then/data", "/here/out/logs")
     resumed = restore_config(current, recorded, [])  # resume, eval: this machine's paths for inputs too
     assert (resumed.data.data_dir, resumed.data.logs) == ("/here/data", "/here/out/logs")
+
+
+def test_the_jobs_command_line_replaces_what_described_the_recorded_job(tmp_path: Path) -> None:
+    from dlrun.tasks.rerun import child_overrides
+
+    recorded = Recorded(record({}), Path("."), {}, [], [])
+    recorded.overrides = ["model=tiny", "seed=3", "resources.threads=2", "hydra/launcher=joblib", "+trial.number=4"]
+    recorded.overrides += ["tracking.uri=sqlite:////old.db", "hydra.run.dir=/old"]
+    line = child_overrides(recorded, ["seed=5"], "sqlite:////new.db", tmp_path / "a b", threads=2)
+    assert line[:1] == ["model=tiny"] and line[-1] == "seed=5" and "seed=3" not in line
+    assert line.count("resources.threads=2") == 1 and "tracking.uri=sqlite:////new.db" in line
+    assert not any(o.startswith(("hydra/", "+trial", "tracking.uri=sqlite:////old")) for o in line)
+    [run_dir] = [o for o in line if o.startswith("hydra.run.dir=")]
+    assert run_dir.startswith(f"hydra.run.dir='{tmp_path}/a b/outputs/")  # quoted: the path has a space
+    assert f"rerun={'a' * 32}" in line

@@ -35,7 +35,7 @@ LOOSE_TOLERANCE = 0.01
 CHECKED_PREFIXES = ("val/", "test/")
 # Overrides of the record that describe the recorded job, not its config: this job sets its own (``trial.*``:
 # the Optuna trial a search job ran as; a rerun is no trial of that study).
-JOB_OVERRIDES = ("hydra.", "tracking.uri", "rerun", "resume", "ckpt", "task", "trial.")
+JOB_OVERRIDES = ("hydra.", "hydra/", "tracking.uri", "rerun", "resume", "ckpt", "task", "trial.")
 # Numerics variables a rerun takes as recorded; which devices a machine shows is its own business.
 MACHINE_ENV = ("CUDA_VISIBLE_DEVICES",)
 SHOWN_DIFFERENCES = 8
@@ -173,7 +173,7 @@ def recorded_threads(source: Recorded, overrides: list[str]) -> int | None:
 
 def child_overrides(source: Recorded, overrides: list[str], uri: str, here: Path, threads: int | None) -> list[str]:
     """``dlrun``'s command line for the new run: the recorded overrides, this job's keys, the user's on top."""
-    mine = {_key(o) for o in overrides}
+    mine = {_key(o) for o in overrides} | ({"resources.threads"} if threads is not None else set())
     kept = [o for o in source.overrides if not _key(o).startswith(JOB_OVERRIDES) and _key(o) not in mine]
     stamp = dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
     job = [f"rerun={source.run_id}", f"tracking.uri={uri}", f"hydra.run.dir={_quoted(str(here / 'outputs' / stamp))}"]
