@@ -157,14 +157,17 @@ def test_runs_show_lists_the_logged_model_and_the_capsule(early_result: Callable
     assert "logged model model (READY)" in text and "state    dirty: 1 file changed or new (tinynet.py)" in text
 
 
-def copy_run(done: Reruns, name: str, skip: tuple[str, ...] = ()) -> tuple[str, Path]:
-    """A new run in the source's experiment with the source's tags and artifacts (but ``skip``): a record to doctor."""
+def copy_run(done: Reruns, name: str, skip: tuple[str, ...] = (), metrics: bool = True) -> tuple[str, Path]:
+    """A new run in the source's experiment with the source's tags, metrics and artifacts (but ``skip``): a record
+    to doctor."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(done.store)
     source = done.source
     tags = {k: v for k, v in source.data.tags.items() if k.startswith("dlrun.")}
     copy = client.create_run(source.info.experiment_id, run_name=name, tags=tags).info.run_id
+    for key, value in source.data.metrics.items() if metrics else ():
+        client.log_metric(copy, key, value)
     for path in sorted(artifacts(source).rglob("*")):
         relative = path.relative_to(artifacts(source))
         if path.is_file() and not str(relative).startswith(skip):
@@ -201,7 +204,7 @@ def test_a_package_version_changed_in_the_record_is_listed(early_result: Callabl
     assert result["code"]["only_a"] == result["code"]["only_b"] == []
 
 
-@pytest.mark.parametrize("case", ["unknown run", "no capsule", "diff does not apply"])
+@pytest.mark.parametrize("case", ["unknown run", "no capsule", "diff does not apply", "nothing to check"])
 def test_bad_records_stop_before_any_run(case: str, early_result: Callable, capsys, monkeypatch) -> None:
     """One line naming the cause, a non-zero exit, no run opened, every recorded run as it was."""
     from dlrun.tasks.rerun import rerun_main
@@ -212,6 +215,9 @@ def test_bad_records_stop_before_any_run(case: str, early_result: Callable, caps
     elif case == "no capsule":
         ref, _ = copy_run(done, "no-capsule", skip=("capsule",))
         expected = "no capsule/code.json"
+    elif case == "nothing to check":
+        ref, _ = copy_run(done, "no-metrics", metrics=False)
+        expected = f"--check: run {ref} recorded no val/* or test/* metrics to compare with"
     else:
         ref, folder = copy_run(done, "stale-diff")
         diff = (folder / "capsule" / "code.diff").read_text().replace("width = math.prod", "width = numpy.prod")

@@ -9,7 +9,8 @@ import pytest
 
 from dlrun.browse.records import RunRecord
 from dlrun.errors import UserError
-from dlrun.tasks.rerun import Recorded, check_metrics, expect_exact
+from dlrun.tasks.rerun import Recorded
+from dlrun.tasks.rerun_check import check_metrics, expect_exact
 from dlrun.tracking.capsule import environment_differences, new_file_patch
 
 CPU_ENV = {"torch": {"version": "2.13.0+cpu", "devices": []}}
@@ -20,41 +21,37 @@ def record(metrics: dict[str, float], **params: str) -> RunRecord:
     return RunRecord("a" * 32, "r", "1", "FINISHED", 1, 2, params={**base, **params}, metrics=metrics)
 
 
-def source(metrics: dict[str, float]) -> Recorded:
-    return Recorded(record(metrics), Path("."), {"environment.json": CPU_ENV}, [], [])
-
-
 def test_exact_on_a_cpu_with_the_same_threads_seed_and_torch(capsys) -> None:
     recorded = {"val/acc": 0.5, "test/acc": 0.25, "train/loss": 9.0}
-    assert check_metrics(source(recorded), record({"val/acc": 0.5, "test/acc": 0.25}), CPU_ENV, None) == 0
+    assert check_metrics(record(recorded), CPU_ENV, record({"val/acc": 0.5, "test/acc": 0.25}), CPU_ENV, None) == 0
     out = capsys.readouterr().out
     assert "agree exactly (CPU, threads 1, seed 3, torch 2.13.0+cpu in both runs)" in out
     assert "train/loss" not in out  # only val/* and test/*
     with pytest.raises(UserError, match=r"1 of 2 metrics differ from the record \(test/acc; must agree exactly\)"):
-        check_metrics(source(recorded), record({"val/acc": 0.5, "test/acc": 0.25 + 1e-9}), CPU_ENV, None)
+        check_metrics(record(recorded), CPU_ENV, record({"val/acc": 0.5, "test/acc": 0.25 + 1e-9}), CPU_ENV, None)
 
 
 def test_other_threads_or_a_gpu_loosen_the_check_and_say_why() -> None:
-    assert expect_exact(source({}), record({}, **{"resources.threads_used": "2"}), CPU_ENV) == (
+    assert expect_exact(record({}), CPU_ENV, record({}, **{"resources.threads_used": "2"}), CPU_ENV) == (
         False,
         "not bit-exact: threads 1 -> 2",
     )
     gpu = {"torch": {"version": "2.13.0+cpu", "devices": ["H100"]}}
-    exact, why = expect_exact(source({}), record({}, **{"trainer.accelerator": "auto"}), gpu)
+    exact, why = expect_exact(record({}), CPU_ENV, record({}, **{"trainer.accelerator": "auto"}), gpu)
     assert not exact and why == "not bit-exact: device CPU -> GPU"
-    both = Recorded(record({}, **{"trainer.accelerator": "gpu"}), Path("."), {"environment.json": gpu}, [], [])
-    assert expect_exact(both, record({}, **{"trainer.accelerator": "gpu"}), gpu) == (
+    on_gpu = record({}, **{"trainer.accelerator": "gpu"})
+    assert expect_exact(on_gpu, gpu, on_gpu, gpu) == (
         False,
         "not bit-exact: device GPU (not bit-exact by default)",
     )
-    assert check_metrics(source({"val/acc": 0.5}), record({"val/acc": 0.505}, seed="4"), CPU_ENV, None) == 0
+    assert check_metrics(record({"val/acc": 0.5}), CPU_ENV, record({"val/acc": 0.505}, seed="4"), CPU_ENV, None) == 0
     with pytest.raises(UserError, match="val/acc; must agree within 0.001"):
-        check_metrics(source({"val/acc": 0.5}), record({"val/acc": 0.505}, seed="4"), CPU_ENV, 0.001)
+        check_metrics(record({"val/acc": 0.5}), CPU_ENV, record({"val/acc": 0.505}, seed="4"), CPU_ENV, 0.001)
 
 
 def test_a_missing_metric_disagrees() -> None:
     with pytest.raises(UserError, match=r"\(test/acc; must agree exactly\)"):
-        check_metrics(source({"test/acc": 0.5}), record({}), CPU_ENV, None)
+        check_metrics(record({"test/acc": 0.5}), CPU_ENV, record({}), CPU_ENV, None)
 
 
 def test_environment_differences_name_what_changed() -> None:

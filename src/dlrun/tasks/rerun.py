@@ -28,11 +28,9 @@ import yaml
 from dlrun.browse.run_files import read_text
 from dlrun.errors import ConfigError, UserError
 from dlrun.sweeping.threads import THREADS_PARAM
+from dlrun.tasks.rerun_check import CHECKED_PREFIXES, LOOSE_TOLERANCE, check_metrics
 from dlrun.tasks.rerun_config import RERUN_TAG
 
-# Not bit-exact (a GPU, other threads, another seed or torch): how far a metric may move, unless --tolerance.
-LOOSE_TOLERANCE = 0.01
-CHECKED_PREFIXES = ("val/", "test/")
 # Overrides of the record that describe the recorded job, not its config: this job sets its own (``trial.*``:
 # the Optuna trial a search job ran as; a rerun is no trial of that study).
 JOB_OVERRIDES = ("hydra.", "hydra/", "tracking.uri", "rerun", "resume", "ckpt", "task", "trial.")
@@ -126,7 +124,9 @@ def rerun(args: argparse.Namespace) -> int:
     new_env = json.loads(read_text(reader, new, "capsule/environment.json") or "{}")
     print(f"rerun of {source.run_id[:8]}: new run {new.run_id} (tagged dlrun.rerun_of)")
     print(f"  env      {environment_line(source, new_env, 'new run')}")
-    return check_metrics(source, new, new_env, args.tolerance) if args.check else 0
+    if not args.check:
+        return 0
+    return check_metrics(source.run, source.capsule.get("environment.json") or {}, new, new_env, args.tolerance)
 
 
 def read_record(reader: Any, ref: str, scratch: Path) -> Recorded:
@@ -285,69 +285,6 @@ def find_new_run(reader: Any, source: Recorded, started_ms: int) -> Any:
             if run.tags.get(RERUN_TAG) == source.run_id and (run.start_ms or 0) >= started_ms:
                 return run
     raise UserError(f"rerun of {source.run_id}: the job ended well but recorded no run tagged {RERUN_TAG}")
-
-
-class MetricsDisagree(UserError):
-    """``--check``: the rerun's metrics are not the recorded ones (within the stated tolerance)."""
-
-
-def check_metrics(source: Recorded, new: Any, new_env: dict[str, Any], tolerance: float | None) -> int:
-    """Print recorded and new val/* and test/* metrics side by side; MetricsDisagree when any is off."""
-    exact, why = expect_exact(source, new, new_env)
-    limit = tolerance if tolerance is not None else (0.0 if exact else LOOSE_TOLERANCE)
-    how = "exactly" if limit == 0 else f"within {limit:g}"
-    print(f"check: the metrics must agree {how} ({why})")
-    recorded = source.run.metrics
-    names = sorted(k for k in recorded if k.startswith(CHECKED_PREFIXES))
-    if not names:
-        raise MetricsDisagree(f"run {source.run_id}: recorded no val/* or test/* metrics to check against")
-    width = max(len(n) for n in names)
-    print(f"  {'metric':<{width}}  {'recorded':>12}  {'rerun':>12}  {'difference':>10}")
-    off = []
-    for name in names:
-        then, now = recorded[name], new.metrics.get(name)
-        gap = None if now is None else abs(now - then)
-        agrees = gap is not None and gap <= limit
-        if not agrees:
-            off.append(name)
-        shown, gap_shown = ("missing", "-") if now is None else (f"{now:.8g}", f"{gap:.3g}")
-        print(f"  {name:<{width}}  {then:>12.8g}  {shown:>12}  {gap_shown:>10}  {'same' if agrees else 'DIFFERENT'}")
-    if off:
-        raise MetricsDisagree(
-            f"rerun {new.run_id[:8]} of {source.run_id[:8]}: {len(off)} of {len(names)} metrics differ "
-            f"from the record ({', '.join(off)}; must agree {how})"
-        )
-    print(f"check: all {len(names)} metrics agree {how}")
-    return 0
-
-
-def expect_exact(source: Recorded, new: Any, new_env: dict[str, Any]) -> tuple[bool, str]:
-    """Whether the two runs should agree to the last bit (CPU, same threads, seed and torch), and why (not)."""
-    old_env = source.capsule.get("environment.json") or {}
-    a, b = source.run.params, new.params
-    facts = [
-        ("device", _device(a, old_env), _device(b, new_env)),
-        ("threads", a.get(THREADS_PARAM), b.get(THREADS_PARAM)),
-        ("seed", a.get("seed"), b.get("seed")),
-        ("torch", _torch(old_env), _torch(new_env)),
-    ]
-    differ = [f"{name} {x} -> {y}" for name, x, y in facts if x != y or x is None]
-    if not differ and facts[0][1] != "CPU":
-        differ = [f"device {facts[0][1]} (not bit-exact by default)"]
-    if differ:
-        return False, "not bit-exact: " + ", ".join(differ)
-    return True, f"CPU, threads {a[THREADS_PARAM]}, seed {a.get('seed')}, torch {_torch(old_env)} in both runs"
-
-
-def _device(params: dict[str, str], env: dict[str, Any]) -> str:
-    """CPU, or the accelerator a run may have used (``trainer.accelerator``, and the devices it saw)."""
-    accelerator = params.get("trainer.accelerator", "auto")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (env.get("torch") or {}).get("devices"))
-    return "CPU" if on_cpu else "GPU"
-
-
-def _torch(env: dict[str, Any]) -> str | None:
-    return (env.get("torch") or {}).get("version") or (env.get("distributions") or {}).get("torch")
 
 
 def run_job(command: list[str], cwd: Path, env: dict[str, str]) -> int:
