@@ -103,3 +103,27 @@ def test_the_jobs_command_line_replaces_what_described_the_recorded_job(tmp_path
     [run_dir] = [o for o in line if o.startswith("hydra.run.dir=")]
     assert run_dir.startswith(f"hydra.run.dir='{tmp_path}/a b/outputs/")  # quoted: the path has a space
     assert f"rerun={'a' * 32}" in line
+
+
+def test_a_folder_outside_git_is_rebuilt_from_its_archive_and_digest(tmp_path: Path) -> None:
+    import json
+
+    from dlrun.tracking.capsule import code_record
+    from dlrun.tracking.code_copy import CodeError, rebuild_code
+
+    project = tmp_path / "project"
+    (project / "conf" / "model").mkdir(parents=True)
+    (project / "net.py").write_text("WIDTH = 3\n")
+    (project / "conf" / "model" / "mine.yaml").write_text("_target_: net.Net\n")
+    (project / "outputs").mkdir()
+    (project / "outputs" / "run.yaml").write_text("not code\n")  # a run's output, not the project's code
+    code, files = code_record(project)
+    assert code["kind"] == "folder" and code["files"] == ["conf/model/mine.yaml", "net.py"]
+    capsule = tmp_path / "capsule"
+    capsule.mkdir()
+    (capsule / "code.tar.gz").write_bytes(files["code.tar.gz"])
+    copy = rebuild_code(code, capsule, tmp_path / "copy", tmp_path)
+    assert (copy.workdir / "net.py").read_text() == "WIDTH = 3\n" and not (copy.workdir / "outputs").exists()
+    doctored = json.loads(json.dumps(code)) | {"sha256": "0" * 64}
+    with pytest.raises(CodeError, match="capsule/code.tar.gz: its files do not match the digest"):
+        rebuild_code(doctored, capsule, tmp_path / "again", tmp_path)
