@@ -104,6 +104,17 @@ class ClientReader:
             found.append({"name": ds.name, "digest": ds.digest, "source": ds.source, "context": context})
         return sorted(found, key=lambda d: d["context"])
 
+    def logged_models(self, run_id: str) -> list[dict[str, str]]:
+        """Models the run logged (MLflow 3's logged models): name, model id, artifact location, status."""
+        run = self._client.get_run(run_id)
+        found = self._client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        return [
+            {"name": m.name, "model_id": m.model_id, "location": m.artifact_location, "status": str(m.status)}
+            for m in sorted(found, key=lambda m: m.creation_timestamp)
+        ]
+
     def client(self) -> Any:
         """The MlflowClient itself."""
         return self._client

@@ -10,6 +10,7 @@ from typing import Any
 
 from dlrun.browse.records import RunRecord
 from dlrun.browse.table import NOISY_PARAMS, fmt
+from dlrun.tracking.capsule import environment_differences
 
 SYSTEM_PREFIX = "system/"  # MLflow's system metrics: a column of machine noise in a diff
 
@@ -39,27 +40,22 @@ def compare(reader: Any, ref_a: str, ref_b: str) -> dict[str, Any]:
 
 def _capsule(reader: Any, run: RunRecord) -> dict[str, Any]:
     """A run's ``capsule/`` files (code.json, code.diff, environment.json) as read from its artifacts; {} if none."""
-    import json
     import tempfile
     from pathlib import Path
 
-    local = run.artifact_uri.removeprefix("file://") if run.artifact_uri.startswith(("file://", "/")) else None
-    if local is not None:
-        folder = Path(local) / "capsule"
-    else:
-        from mlflow.tracking import MlflowClient
+    from dlrun.browse.run_files import local_root
+    from dlrun.tracking.capsule import read_capsule
 
-        try:
-            folder = Path(MlflowClient(reader.uri).download_artifacts(run.run_id, "capsule", tempfile.mkdtemp()))
-        except Exception:  # noqa: BLE001 - a run recorded before capsules, or a store without artifacts
-            return {}
-    found: dict[str, Any] = {}
-    for name in ("code.json", "environment.json"):
-        if (folder / name).is_file():
-            found[name] = json.loads((folder / name).read_text(encoding="utf-8"))
-    if (folder / "code.diff").is_file():
-        found["code.diff"] = (folder / "code.diff").read_text(encoding="utf-8", errors="replace")
-    return found
+    local = local_root(run)
+    if local is not None:
+        return read_capsule(local / "capsule")
+    from mlflow.tracking import MlflowClient
+
+    try:
+        folder = Path(MlflowClient(reader.uri).download_artifacts(run.run_id, "capsule", tempfile.mkdtemp()))
+    except Exception:  # noqa: BLE001 - a run recorded before capsules, or a store without artifacts
+        return {}
+    return read_capsule(folder)
 
 
 def _changed_lines(diff: str) -> set[str]:
@@ -79,16 +75,7 @@ def capsule_diff(reader: Any, a: RunRecord, b: RunRecord) -> dict[str, Any]:
         "only_a": sorted(lines_a - lines_b),
         "only_b": sorted(lines_b - lines_a),
     }
-    env_a, env_b = cap_a.get("environment.json", {}), cap_b.get("environment.json", {})
-    dists_a, dists_b = env_a.get("distributions", {}), env_b.get("distributions", {})
-    packages = [
-        {"key": name, "a": dists_a.get(name), "b": dists_b.get(name)}
-        for name in sorted(set(dists_a) | set(dists_b))
-        if dists_a.get(name) != dists_b.get(name)
-    ]
-    for key in ("python", "platform"):
-        if env_a.get(key) != env_b.get(key):
-            packages.insert(0, {"key": key, "a": env_a.get(key), "b": env_b.get(key)})
+    packages = environment_differences(cap_a.get("environment.json", {}), cap_b.get("environment.json", {}))
     return {"code": code, "environment": packages}
 
 

@@ -27,6 +27,7 @@ def details(reader: Any, ref: str, uri_arg: str | None) -> dict[str, Any]:
     children.sort(key=lambda r: r.job_num)
     config = read_text(reader, run, "config.yaml")
     artifacts = list_artifacts(reader, run)
+    capsule = capsule_summary(reader, run, artifacts)
     return {
         "run_id": run.run_id,
         "name": run.name,
@@ -45,13 +46,50 @@ def details(reader: Any, ref: str, uri_arg: str | None) -> dict[str, Any]:
         "tags": dict(sorted(run.tags.items())),
         "datasets": reader.datasets(run.run_id),
         "artifacts": [{"path": p, "bytes": s} for p, s in artifacts],
+        "models": [{**m, "uri": f"models:/{m['model_id']}"} for m in reader.logged_models(run.run_id)],
+        "capsule": capsule,
         "children": [{"run_id": c.run_id, "name": c.name, "status": c.status} for c in children],
-        "commands": commands(reader, run, uri_arg, [p for p, _ in artifacts]),
+        "commands": commands(reader, run, uri_arg, [p for p, _ in artifacts], capsule is not None),
     }
 
 
-def commands(reader: Any, run: RunRecord, uri_arg: str | None, artifacts: list[str]) -> dict[str, str]:
-    """The exact command lines to evaluate, predict with and resume the run (or rerun a sweep).
+def capsule_summary(reader: Any, run: RunRecord, artifacts: list[tuple[str, int | None]]) -> dict[str, Any] | None:
+    """What the run's ``capsule/`` holds: its files, the code's digest and commit, dirty or not, the environment."""
+    import json
+
+    text = read_text(reader, run, "capsule/code.json")
+    if text is None:
+        return None
+    code = json.loads(text)
+    environment = json.loads(read_text(reader, run, "capsule/environment.json") or "{}")
+    torch = environment.get("torch") or {}
+    diff = read_text(reader, run, "capsule/code.diff") or ""
+    return {
+        "files": [{"path": p, "bytes": size} for p, size in artifacts if p.startswith("capsule/")],
+        "digest": run.tags.get("dlrun.code_digest", ""),
+        "kind": code.get("kind"),
+        "commit": code.get("commit"),
+        "branch": code.get("branch"),
+        "remote": code.get("remote"),
+        "dirty": bool(code.get("dirty")),
+        "changed_files": [line.split(" b/", 1)[1] for line in diff.splitlines() if line.startswith("diff --git a/")],
+        "untracked_files": code.get("untracked_files", []),
+        "left_out": code.get("left_out", []),
+        "capped": bool(code.get("capped")),
+        "python": environment.get("python"),
+        "torch": torch.get("version"),
+        "cuda": torch.get("cuda"),
+        "devices": torch.get("devices", []),
+        "threads": torch.get("threads"),
+        "packages": len(environment.get("distributions", {})),
+        "env": environment.get("env", {}),
+    }
+
+
+def commands(
+    reader: Any, run: RunRecord, uri_arg: str | None, artifacts: list[str], capsule: bool = False
+) -> dict[str, str]:
+    """The exact command lines to evaluate, predict with, resume and rerun the run (or rerun a sweep).
 
     ``ckpt=RUN`` needs a logged checkpoint (logged when training ends); a run stopped earlier is
     evaluated from its local ``last.ckpt``, and resumed only while that file exists.
@@ -77,6 +115,8 @@ def commands(reader: Any, run: RunRecord, uri_arg: str | None, artifacts: list[s
         epochs = run.params.get("trainer.max_epochs", "its")
         more = f" trainer.max_epochs=N  # N > {epochs}" if run.status == "FINISHED" else ""
         found["resume"] = f"dlrun resume={ref}{store}{more}"
+    if capsule:
+        found["rerun"] = f"dlrun rerun {ref}{' --tracking-uri ' + uri_arg if uri_arg else ''} --check"
     return found
 
 
@@ -142,6 +182,12 @@ def render(info: dict[str, Any], console: Any) -> None:
     for a in info["artifacts"]:
         size = f"{a['bytes'] / 1024:.0f} KiB" if a["bytes"] is not None else ""
         console.print(f"  {escape(a['path'])}  {size}", highlight=False)
+    for m in info["models"]:
+        _section(console, f"logged model {m['name']} ({m['status']})")
+        console.print(f"  {m['uri']}  (also runs:/{info['run_id']}/{m['name']})", highlight=False, soft_wrap=True)
+        console.print(f"  {escape(m['location'])}", highlight=False, soft_wrap=True)
+    if info["capsule"]:
+        _render_capsule(info["capsule"], console)
     if info["children"]:
         _section(console, f"sweep jobs ({len(info['children'])})")
         for c in info["children"]:
@@ -150,6 +196,38 @@ def render(info: dict[str, Any], console: Any) -> None:
         _section(console, "go on from it")
         for label, line in info["commands"].items():
             console.print(f"  {label + ':':<10} {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _render_capsule(capsule: dict[str, Any], console: Any) -> None:
+    """The capsule: its files, where the code came from, dirty or not, and the environment in one line."""
+    from rich.markup import escape
+
+    _section(console, "capsule (what it takes to run it again)")
+    files = ", ".join(f"{Path(f['path']).name} {(f['bytes'] or 0) / 1024:.1f} KiB" for f in capsule["files"])
+    console.print(f"  files    {files}", highlight=False)
+    if capsule["kind"] == "git":
+        where = f"branch {capsule['branch']}" + (f", remote {capsule['remote']}" if capsule["remote"] else "")
+        console.print(f"  code     git commit {capsule['commit']} ({escape(where)})", highlight=False, soft_wrap=True)
+        changed, new = capsule["changed_files"], capsule["untracked_files"]
+        count = f"{len(changed)} file{'s' if len(changed) != 1 else ''}"
+        state = f"dirty: {count} changed or new ({', '.join(changed[:6])})" if capsule["dirty"] else "clean"
+        console.print(f"  state    {escape(state)}", highlight=False, soft_wrap=True)
+        if new:
+            console.print(f"  new      untracked files in the diff: {escape(', '.join(new[:6]))}", highlight=False)
+    else:
+        console.print("  code     no git: an archive of the folder's Python and YAML files", highlight=False)
+    for label, key in (("left out", "left_out"), ("capped", "capped")):
+        if capsule[key]:
+            console.print(f"  {label:<8} {escape(str(capsule[key]))}", highlight=False)
+    console.print(f"  digest   {capsule['digest']}", highlight=False)
+    devices = ", ".join(capsule["devices"]) or "no GPU"
+    env = "; " + " ".join(f"${k}={v}" for k, v in capsule["env"].items()) if capsule["env"] else ""
+    console.print(
+        f"  env      python {capsule['python']}, torch {capsule['torch']} (CUDA {capsule['cuda'] or '-'}, {devices}), "
+        f"{capsule['threads']} threads, {capsule['packages']} packages{env}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _section(console: Any, title: str) -> None:

@@ -20,6 +20,7 @@ from dlrun.errors import UserError
 from dlrun.tracking.run_ids import MIN_PREFIX, RUN_ID, RUN_ID_PREFIX, AmbiguousRunId, RunNotFound
 
 CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
+MODEL_STATUS = {1: "PENDING", 2: "READY", 3: "FAILED"}  # MLflow's LoggedModelStatus numbers in the store
 
 
 class SqliteReader:
@@ -37,6 +38,7 @@ class SqliteReader:
             raise UserError(f"--tracking-uri {uri}: {path} is an SQLite file but not an MLflow store (no runs table)")
         self._client: Any = None
         self._names: dict[str, str] | None = None
+        self._tables = tables
 
     def experiments(self) -> dict[str, str]:
         """Active experiments: id -> name."""
@@ -138,6 +140,20 @@ class SqliteReader:
             [run_id],
         )
         return [{"name": n, "digest": d, "source": s, "context": c or ""} for n, d, s, c in rows]
+
+    def logged_models(self, run_id: str) -> list[dict[str, str]]:
+        """Models the run logged (MLflow 3's logged models): name, model id, artifact location, status."""
+        if "logged_models" not in self._tables:  # a store made before MLflow 3
+            return []
+        rows = self.db.execute(
+            "SELECT name, model_id, artifact_location, status FROM logged_models "
+            "WHERE source_run_id = ? AND lifecycle_stage = 'active' ORDER BY creation_timestamp_ms",
+            [run_id],
+        )
+        return [
+            {"name": name, "model_id": model, "location": where, "status": MODEL_STATUS.get(status, str(status))}
+            for name, model, where, status in rows
+        ]
 
     def client(self) -> Any:
         """An MlflowClient on the same store, made on first use (it costs MLflow's import)."""

@@ -40,6 +40,9 @@ class Reader(Protocol):
     def datasets(self, run_id: str) -> list[dict[str, str]]:
         """The run's dataset inputs: name, digest, source, context."""
 
+    def logged_models(self, run_id: str) -> list[dict[str, str]]:
+        """Models the run logged: name, model id, artifact location, status."""
+
     def client(self) -> Any:
         """An MlflowClient on the same store (artifacts of remote stores)."""
 

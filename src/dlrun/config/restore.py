@@ -16,39 +16,50 @@ from dlrun._upstream import omegaconf_raw_value
 from dlrun.errors import ConfigError
 
 # Keys that describe this job, not the trained model: always taken from the current composition.
-JOB_KEYS = ("task", "ckpt", "resume", "split", "input", "output", "paths", "tracking")
+JOB_KEYS = ("task", "ckpt", "resume", "rerun", "split", "input", "output", "paths", "tracking")
 # Groups that define what was trained; choosing another option for them cannot apply to a checkpoint.
 TRAINED_GROUPS = ("data", "model", "objective")
 # Interpolations that point at this machine (data folders, output dirs, environment variables).
 LOCAL_MARKERS = ("${paths.", "${hydra:", "${oc.env:")
+# Of those, the ones naming this job's own output folder: never a recorded run's.
+OUTPUT_MARKERS = ("${paths.output_dir}", "${hydra:runtime.output_dir}")
 
 
 def restore_config(
-    current: DictConfig, recorded: Mapping[str, Any], overrides: Sequence[str], key: str = "ckpt"
+    current: DictConfig,
+    recorded: Mapping[str, Any],
+    overrides: Sequence[str],
+    key: str = "ckpt",
+    recorded_inputs: bool = False,
 ) -> DictConfig:
-    """``recorded`` (a checkpoint's config) + this job's keys and local paths + the job's ``overrides``."""
+    """``recorded`` (a checkpoint's config) + this job's keys and local paths + the job's ``overrides``.
+
+    ``recorded_inputs`` (a rerun): input paths stay as recorded (the same files, checked by digest); only
+    the job's output folder is this job's.
+    """
     restored = OmegaConf.create(dict(recorded))
     for name in current:
         if name in JOB_KEYS or name not in restored:
             restored[name] = _raw(current, name)  # interpolations resolve on this machine
+    markers = OUTPUT_MARKERS if recorded_inputs else LOCAL_MARKERS
     for name in restored:
         node, mine = restored.get(name), current.get(name)
         if isinstance(node, DictConfig) and isinstance(mine, DictConfig) and name not in JOB_KEYS:
             if node.get("_target_") == mine.get("_target_"):
-                _copy_local_leaves(mine, node)
+                _copy_local_leaves(mine, node, markers)
     _apply_overrides(restored, current, overrides, key)
     return restored
 
 
-def _copy_local_leaves(source: DictConfig, target: DictConfig) -> None:
+def _copy_local_leaves(source: DictConfig, target: DictConfig, markers: Sequence[str] = LOCAL_MARKERS) -> None:
     """Copy leaves of ``source`` written as machine-local interpolations (``${paths.data_dir}/...``) into ``target``."""
     for name in source:
         value = omegaconf_raw_value(source, name)
         if isinstance(value, DictConfig):
             if isinstance(target.get(name), DictConfig):
-                _copy_local_leaves(value, target[name])
+                _copy_local_leaves(value, target[name], markers)
             continue
-        if isinstance(value, str) and any(marker in value for marker in LOCAL_MARKERS) and name in target:
+        if isinstance(value, str) and any(marker in value for marker in markers) and name in target:
             target[name] = value
 
 

@@ -27,11 +27,18 @@ class Start:
     cfg: DictConfig
     job: Job
     resume: ResumePoint | None = None
+    rerun_of: str | None = None  # rerun=RUN_ID: the recorded run whose config this fresh run runs again
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Start:
-        """The start of this Hydra job: ``resume=``/``ckpt=``, a run dir holding ``checkpoints/last.ckpt``, or fresh."""
+        """The start of this Hydra job: ``resume=``/``ckpt=``, a run dir holding ``checkpoints/last.ckpt``, a
+        recorded run's config (``rerun=``), or fresh."""
         job = current_job(cfg)
+        if cfg.get("rerun"):
+            from dlrun.tasks.rerun_config import rerun_config
+
+            restored, run_id = rerun_config(cfg, job)
+            return cls(restored, job, rerun_of=run_id)
         resume = find_resume_point(cfg, job)
         return cls(resume.cfg, resume.job, resume) if resume is not None else cls(cfg, job)
 
@@ -62,6 +69,10 @@ class Start:
                 run.set_tags(self.resume.tags())
             else:
                 run.log_config(config, self.job.overrides)
+                if self.rerun_of:
+                    from dlrun.tasks.rerun_config import RERUN_TAG
+
+                    run.set_tags({RERUN_TAG: self.rerun_of})
                 # Only on new runs: a resumed run keeps its first value (MLflow params cannot change).
                 run.log_params({THREADS_PARAM: str(torch_threads())})
                 if run.run_id is not None and self.cfg.tracking.get("capsule", True):

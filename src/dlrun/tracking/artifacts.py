@@ -83,11 +83,11 @@ def download_checkpoint(client: Any, run_id: str, dest: Path, artifact: str | No
     return Path(local)
 
 
-def download_config(client: Any, run_id: str) -> dict[str, Any] | None:
-    """The run's ``config.yaml`` artifact as a dict, or None when it has none."""
+def download_config(client: Any, run_id: str, name: str = "config.yaml") -> Any:
+    """The run's ``config.yaml`` artifact as a dict (or another YAML artifact: ``overrides.yaml``), None if absent."""
     run_id = resolve_run_id(client, run_id, "ckpt")
     try:
-        text = client.download_artifacts(run_id, "config.yaml")
+        text = client.download_artifacts(run_id, name)
     except Exception:  # no such artifact
         return None
     return yaml.safe_load(Path(text).read_text(encoding="utf-8"))

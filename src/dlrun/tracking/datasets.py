@@ -109,3 +109,21 @@ class DigestCache:
 def _common_folder(paths: tuple[Path, ...]) -> Path:
     """The deepest folder holding all the files."""
     return Path(os.path.commonpath([str(p.parent) for p in paths]))
+
+
+def recheck(source: str, digest: str, cache: DigestCache | None = None) -> str:
+    """A recorded dataset input checked against the files here: ``same``, ``different (now D)`` or ``missing F``."""
+    import urllib.parse
+    import urllib.request
+
+    try:
+        described = json.loads(source)
+        folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(described["uri"]).path))
+        paths = [folder / name for name in described["files"]]
+    except (ValueError, KeyError, TypeError):
+        return "not checked (no local files recorded)"
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        return f"missing {missing[0]}"
+    now = files_digest(paths, cache)
+    return "same" if now == digest else f"different (now {now})"

@@ -9,7 +9,9 @@ from typing import Any
 
 CONFIG_HASH_TAG = "dlrun.config_hash"
 # Keys that differ between two runs of the same experiment without changing what is computed.
-VOLATILE_KEYS = ("paths.output_dir", "resources.threads")  # threads: the same run, faster or slower
+# threads: the same run, faster or slower; rerun: which record a config came from, not what it is (a rerun's
+# config hashes like its source's, and like configs recorded before the key existed).
+VOLATILE_KEYS = ("paths.output_dir", "resources.threads", "rerun")
 
 
 def config_hash(config: Mapping[str, Any], volatile: tuple[str, ...] = VOLATILE_KEYS) -> str:
