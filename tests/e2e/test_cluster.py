@@ -1,0 +1,170 @@
+"""Training beyond one process as clusters start it: two nodes started one by one (one MLflow run, one folder),
+a SLURM job preempted and requeued (same run, same folder, no step twice), SIGTERM then ``resume=RUN_DIR``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import all_runs, dlrun, dlrun_env, dlrun_start, early, free_port, store_uri
+
+EPOCH_STEPS = 100
+EPOCHS = 3
+QUIET = ["tracking.log_model=false", "tracking.capsule=false", "callbacks.plots=false", "trainer.limit_val_batches=2"]
+LONG = [
+    *QUIET,
+    f"trainer.max_epochs={EPOCHS}",
+    f"trainer.limit_train_batches={EPOCH_STEPS}",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=10",
+]
+# What srun sets in a one-task job; SLURM_RESTART_COUNT is added when SLURM starts the job again.
+SLURM = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "localhost",
+}
+
+
+def history(uri: str, run_id: str, key: str) -> list[int]:
+    """The steps at which ``key`` was recorded, in order."""
+    from mlflow.tracking import MlflowClient
+
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def run_folders(cwd: Path) -> list[Path]:
+    """The Hydra run folders made under ``cwd/outputs`` (outputs/DATE/TIME)."""
+    return sorted((cwd / "outputs").glob("*/*"))
+
+
+def test_two_nodes_started_one_by_one_make_one_run_in_one_folder(tmp_path: Path) -> None:
+    uri = store_uri(tmp_path)
+    args = [
+        *QUIET,
+        "trainer=ddp_cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=2",
+        f"tracking.uri={uri}",
+    ]
+    cluster = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    # Node 1 first: it waits for node 0 to say where the run lives.
+    nodes = dlrun_start({n: (args, tmp_path, {**cluster, "NODE_RANK": str(n)}) for n in (1, 0)})
+    node0, node1 = nodes[0].result(), nodes[1].result()
+    assert node0.returncode == 0, node0.describe()
+    assert node1.returncode == 0, node1.describe()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in node1.stdout + node1.stderr
+
+    (run,) = all_runs(uri)
+    assert run.info.status == "FINISHED"
+    run_id = run.info.run_id
+    # Rank 0 of node 0 keeps the books: every epoch's and every logged step's value once.
+    assert history(uri, run_id, "val/acc") == [3, 7]
+    assert history(uri, run_id, "train/loss") == [1, 3, 5, 7]
+    assert history(uri, run_id, "test/acc") == [8]
+    (folder,) = run_folders(tmp_path)  # node 1 made no folder of its own
+    assert run.data.tags["dlrun.output_dir"] == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [".hydra", "checkpoints", "cli.log", "train_rank_1.log"]
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]
+
+
+def stopped_during_epoch_2(args: list[str], cwd: Path, env: dict[str, str], signum: int) -> tuple[int, str]:
+    """Start ``dlrun ARGS``, send it ``signum`` once epoch 1's line is printed: its exit code and output."""
+    log = cwd / "first.log"
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dlrun", *args], cwd=cwd, env=dlrun_env(env), stdout=handle, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 240
+    try:
+        while f"epoch 1/{EPOCHS}" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dlrun ended (rc {proc.returncode}) or hung before epoch 1:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        return proc.wait(120), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def assert_one_run_trained_once(uri: str, run_id: str) -> None:
+    """One FINISHED run holding each epoch and each logged training step exactly once."""
+    (run,) = all_runs(uri)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    for key in ("val/acc", "train/samples_per_s"):
+        assert history(uri, run_id, key) == [(e + 1) * EPOCH_STEPS - 1 for e in range(EPOCHS)], key
+    assert history(uri, run_id, "train/loss") == list(range(9, EPOCHS * EPOCH_STEPS, 10))
+    assert history(uri, run_id, "test/acc") == [EPOCHS * EPOCH_STEPS]
+
+
+def test_preempted_slurm_job_is_requeued_and_continues_its_run(early_result: Callable) -> None:
+    early_result(preempted_and_requeued)  # two processes one after the other, from the session's start
+
+
+@early
+def preempted_and_requeued(tmp_path: Path) -> None:
+    """SIGUSR1 during epoch 2 under SLURM, then the job started again: one run, one folder, each step once."""
+    uri = store_uri(tmp_path)
+    scontrol = tmp_path / "bin" / "scontrol"  # stands in for SLURM's: records the requeue it is asked for
+    scontrol.parent.mkdir()
+    scontrol.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n')
+    scontrol.chmod(0o755)
+    env = {**SLURM, "PATH": f"{scontrol.parent}:{dlrun_env()['PATH']}"}
+    args = [*LONG, f"tracking.uri={uri}"]
+
+    code, output = stopped_during_epoch_2(args, tmp_path, env, signal.SIGUSR1)
+    assert code == 128 + signal.SIGUSR1, output[-3000:]
+    assert (scontrol.parent / "calls").read_text() == "requeue 4242\n"
+    (run,) = all_runs(uri)
+    assert run.info.status == "KILLED" and run.data.tags["dlrun.slurm_job_id"] == "4242"
+    (folder,) = run_folders(tmp_path)
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["dlrun"]["run_id"] == run.info.run_id and saved["global_step"] >= EPOCH_STEPS
+
+    # SLURM starts the same job again: same id, same command, SLURM_RESTART_COUNT=1.
+    again = dlrun(args, tmp_path, {**env, "SLURM_RESTART_COUNT": "1"})
+    assert again.returncode == 0, again.describe()
+    assert f"resuming of run {run.info.run_id} from {folder / 'checkpoints' / 'last.ckpt'}" in again.stdout
+    assert run_folders(tmp_path) == [folder]  # the same output folder, no second one
+    assert_one_run_trained_once(uri, run.info.run_id)
+    assert (scontrol.parent / "calls").read_text() == "requeue 4242\n"
+
+
+def test_sigterm_leaves_a_run_that_resume_finishes(early_result: Callable) -> None:
+    early_result(terminated_and_resumed)
+
+
+@early
+def terminated_and_resumed(tmp_path: Path) -> None:
+    """SIGTERM during epoch 2 outside SLURM, then ``resume=RUN_DIR``: one run, each step once."""
+    uri = store_uri(tmp_path)
+    args = [*LONG, f"tracking.uri={uri}"]
+    code, output = stopped_during_epoch_2(args, tmp_path, {}, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    (run,) = all_runs(uri)
+    assert run.info.status == "KILLED"
+    (folder,) = run_folders(tmp_path)
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= EPOCH_STEPS
+
+    resumed = dlrun([*args, f"resume={folder}"], tmp_path)
+    assert resumed.returncode == 0, resumed.describe()
+    assert_one_run_trained_once(uri, run.info.run_id)
