@@ -85,25 +85,22 @@ def test_two_nodes_started_one_by_one_make_one_run_in_one_folder(tmp_path: Path)
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]
 
 
-def stopped_during_epoch_2(args: list[str], cwd: Path, env: dict[str, str], signum: int) -> tuple[int, str]:
-    """Start ``dlrun ARGS``, send it ``signum`` once epoch 1's line is printed: its exit code and output."""
-    log = cwd / "first.log"
-    with log.open("w") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dlrun", *args], cwd=cwd, env=dlrun_env(env), stdout=handle, stderr=subprocess.STDOUT
-        )
+def stopped_during_epoch_2(procs: list[subprocess.Popen], log: Path, signum: int) -> list[int]:
+    """Send ``signum`` to every process once epoch 1's line is in ``log``; their exit codes."""
     deadline = time.monotonic() + 240
     try:
         while f"epoch 1/{EPOCHS}" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dlrun ended (rc {proc.returncode}) or hung before epoch 1:\n{log.read_text()[-3000:]}")
+            if procs[0].poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dlrun ended or hung before epoch 1:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
-        proc.send_signal(signum)
-        return proc.wait(120), log.read_text()
+        for proc in procs:
+            proc.send_signal(signum)
+        return [proc.wait(120) for proc in procs]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def assert_one_run_trained_once(uri: str, run_id: str) -> None:
@@ -120,19 +117,45 @@ def test_preempted_slurm_job_is_requeued_and_continues_its_run(early_result: Cal
     early_result(preempted_and_requeued)  # two processes one after the other, from the session's start
 
 
+@pytest.mark.slow
+def test_preempted_slurm_job_with_two_ranks_stops_both_after_the_same_step(tmp_path: Path) -> None:
+    preempted_and_requeued(tmp_path, tasks=2)
+
+
+def start(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``dlrun ARGS`` in the background, its output in ``log``."""
+    with log.open("w") as handle:
+        command = [sys.executable, "-m", "dlrun", *args]
+        return subprocess.Popen(command, cwd=cwd, env=dlrun_env(env), stdout=handle, stderr=subprocess.STDOUT)
+
+
+def srun_tasks(args: list[str], cwd: Path, env: dict[str, str], tasks: int) -> list[subprocess.Popen]:
+    """``dlrun ARGS`` as ``srun`` starts it: one process per task, SLURM_PROCID 0..tasks-1, output in taskN.log."""
+    ranks = [{"SLURM_PROCID": str(task), "SLURM_LOCALID": str(task)} for task in range(tasks)]
+    # Rank 0 last: the others wait for it.
+    procs = [start(args, cwd, {**env, **ranks[t]}, cwd / f"task{t}.log") for t in reversed(range(tasks))]
+    return procs[::-1]
+
+
 @early
-def preempted_and_requeued(tmp_path: Path) -> None:
-    """SIGUSR1 during epoch 2 under SLURM, then the job started again: one run, one folder, each step once."""
+def preempted_and_requeued(tmp_path: Path, tasks: int = 1) -> None:
+    """SIGUSR1 to every task during epoch 2 under SLURM, then the job started again: one run, one folder,
+    each step once. With 2 tasks: 2 DDP ranks over gloo, which must stop after the same step."""
     uri = store_uri(tmp_path)
     scontrol = tmp_path / "bin" / "scontrol"  # stands in for SLURM's: records the requeue it is asked for
     scontrol.parent.mkdir()
     scontrol.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n')
     scontrol.chmod(0o755)
-    env = {**SLURM, "PATH": f"{scontrol.parent}:{dlrun_env()['PATH']}"}
-    args = [*LONG, f"tracking.uri={uri}"]
+    env = {**SLURM, "SLURM_NTASKS": str(tasks), "SLURM_NTASKS_PER_NODE": str(tasks)}
+    env["PATH"] = f"{scontrol.parent}:{dlrun_env()['PATH']}"
+    ddp = ["trainer=ddp_cpu", f"trainer.devices={tasks}"] if tasks > 1 else []
+    args = [*LONG, *ddp, f"tracking.uri={uri}"]
 
-    code, output = stopped_during_epoch_2(args, tmp_path, env, signal.SIGUSR1)
-    assert code == 128 + signal.SIGUSR1, output[-3000:]
+    def srun(extra: dict[str, str]) -> list[subprocess.Popen]:
+        return srun_tasks(args, tmp_path, {**env, **extra, "MASTER_PORT": str(free_port())}, tasks)
+
+    codes = stopped_during_epoch_2(srun({}), tmp_path / "task0.log", signal.SIGUSR1)
+    assert codes == [128 + signal.SIGUSR1] * tasks, (tmp_path / "task0.log").read_text()[-3000:]
     assert (scontrol.parent / "calls").read_text() == "requeue 4242\n"
     (run,) = all_runs(uri)
     assert run.info.status == "KILLED" and run.data.tags["dlrun.slurm_job_id"] == "4242"
@@ -141,9 +164,10 @@ def preempted_and_requeued(tmp_path: Path) -> None:
     assert saved["dlrun"]["run_id"] == run.info.run_id and saved["global_step"] >= EPOCH_STEPS
 
     # SLURM starts the same job again: same id, same command, SLURM_RESTART_COUNT=1.
-    again = dlrun(args, tmp_path, {**env, "SLURM_RESTART_COUNT": "1"})
-    assert again.returncode == 0, again.describe()
-    assert f"resuming of run {run.info.run_id} from {folder / 'checkpoints' / 'last.ckpt'}" in again.stdout
+    again = srun({"SLURM_RESTART_COUNT": "1"})
+    assert [proc.wait(300) for proc in again] == [0] * tasks, (tmp_path / "task0.log").read_text()[-3000:]
+    resumed = f"resuming of run {run.info.run_id} from {folder / 'checkpoints' / 'last.ckpt'}"
+    assert resumed in (tmp_path / "task0.log").read_text()
     assert run_folders(tmp_path) == [folder]  # the same output folder, no second one
     assert_one_run_trained_once(uri, run.info.run_id)
     assert (scontrol.parent / "calls").read_text() == "requeue 4242\n"
@@ -158,8 +182,9 @@ def terminated_and_resumed(tmp_path: Path) -> None:
     """SIGTERM during epoch 2 outside SLURM, then ``resume=RUN_DIR``: one run, each step once."""
     uri = store_uri(tmp_path)
     args = [*LONG, f"tracking.uri={uri}"]
-    code, output = stopped_during_epoch_2(args, tmp_path, {}, signal.SIGTERM)
-    assert code == 128 + signal.SIGTERM, output[-3000:]
+    log = tmp_path / "first.log"
+    (code,) = stopped_during_epoch_2([start(args, tmp_path, {}, log)], log, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, log.read_text()[-3000:]
     (run,) = all_runs(uri)
     assert run.info.status == "KILLED"
     (folder,) = run_folders(tmp_path)

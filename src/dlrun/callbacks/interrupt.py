@@ -37,6 +37,8 @@ class CheckpointOnInterrupt(pl.Callback):
     Under Lightning's ``SLURMEnvironment(auto_requeue=True)`` (found from ``SLURM_*`` variables) its requeue
     signal is held the same way, and after the save the job is requeued. It is taken before Lightning's own
     handler would be (that one saves ``hpc_ckpt_N.ckpt`` mid-step and trains on): one resume point, not two.
+    With several DDP ranks, the ranks agree after every step whether any of them got it (one small
+    all-reduce a step, only under SLURM), so all stop after the same step and save together.
     """
 
     def __init__(self, path: Path) -> None:
@@ -52,7 +54,7 @@ class CheckpointOnInterrupt(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Under SLURM with auto-requeue: hold its requeue signal (before Lightning's fit registers its own)."""
         signum = requeue_signal(trainer)
-        if stage == "fit" and signum is not None and self._holds(trainer):
+        if stage == "fit" and signum is not None and threading.current_thread() is threading.main_thread():
             self._requeue_signal = signum
             self._hold(signum)
 
@@ -97,17 +99,26 @@ class CheckpointOnInterrupt(pl.Callback):
             self._at_step_end = at_step_end
             self._forward(signum, None)
 
+    def _agree(self, trainer: pl.Trainer) -> None:
+        """With several ranks: every rank stops once any of them got the requeue signal (else ranks would hang)."""
+        if trainer.world_size > 1 and self._requeue_signal in self._previous:
+            if trainer.strategy.reduce_boolean_decision(self._pending is not None, all=False):
+                self._pending = self._pending or self._requeue_signal
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._stop_if_pending(at_step_end=False)
+        if trainer.world_size == 1:  # several ranks stop only where they agree to
+            self._stop_if_pending(at_step_end=False)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        self._agree(trainer)
         self._stop_if_pending(at_step_end=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._agree(trainer)
         self._stop_if_pending(at_step_end=False)  # a signal during the last validation: training is complete
         self._restore()
 
