@@ -111,6 +111,11 @@ def rendezvous_store(host_it: bool) -> Any:
     return TCPStore(host, port, None, server, default_pg_timeout, wait_for_workers=False, multi_tenant=server)
 
 
+def configured_nodes(config: DictConfig) -> int:
+    """``trainer.num_nodes`` of a job (1 when its config has none)."""
+    return int((config.get("trainer") or {}).get("num_nodes") or 1)
+
+
 def join_rank_zero(config: DictConfig) -> None:
     """On a rank > 0 started by a cluster: run in global rank 0's run dir, with a log of its own and no ``.hydra/``.
 
@@ -137,7 +142,7 @@ class DistributedJobs(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A single run's rank > 0 started by a cluster takes rank 0's run dir (before Hydra creates one)."""
-        if not is_rank_zero() and cluster_started(int(config.trainer.get("num_nodes") or 1)):
+        if not is_rank_zero() and cluster_started(configured_nodes(config)):
             join_rank_zero(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -151,8 +156,7 @@ class DistributedJobs(Callback):
         self._env = {name: os.environ.get(name) for name in DDP_ENV}
         use_job_command()
         hydra_cfg = HydraConfig.get()
-        num_nodes = int(config.trainer.get("num_nodes") or 1)
-        if hydra_cfg.mode == RunMode.RUN and is_rank_zero() and cluster_started(num_nodes):
+        if hydra_cfg.mode == RunMode.RUN and is_rank_zero() and cluster_started(configured_nodes(config)):
             self._store = rendezvous_store(host_it=True)
             self._store.set(RUN_DIR_KEY, hydra_cfg.runtime.output_dir)
 

@@ -19,7 +19,7 @@ from dlrun.callbacks import slurm
 def requeued_run_dir(config: DictConfig) -> str | None:
     """The output dir of the unfinished run this restarted SLURM job opened on an earlier start; else None."""
     job_id = slurm.job_id()
-    if job_id is None or not slurm.restarted() or not config.tracking.enabled:
+    if job_id is None or not slurm.restarted() or config.get("task") != "train" or not config.tracking.enabled:
         return None
     from dlrun.tracking.artifacts import client_for
 
