@@ -81,7 +81,7 @@ def test_two_nodes_started_one_by_one_make_one_run_in_one_folder(tmp_path: Path)
     assert history(uri, run_id, "test/acc") == [8]
     (folder,) = run_folders(tmp_path)  # node 1 made no folder of its own
     assert run.data.tags["dlrun.output_dir"] == str(folder)
-    assert sorted(p.name for p in folder.iterdir()) == [".hydra", "checkpoints", "cli.log", "train_rank_1.log"]
+    assert sorted(p.name for p in folder.iterdir()) == [".hydra", "checkpoints", "cli.log", "train_node_1.log"]
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]
 
 

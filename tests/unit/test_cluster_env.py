@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dlrun.callbacks import slurm
-from dlrun.tasks.ddp import cluster_started, global_rank
+from dlrun.tasks.ddp import cluster_started, rank_name
 
 CLUSTER_VARIABLES = (
     "SLURM_JOB_ID",
@@ -67,18 +67,18 @@ def test_requeue_calls_scontrol_and_says_when_it_fails(
 
 
 def test_ranks_started_by_a_cluster_or_by_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert not cluster_started(1) and global_rank() == 0
+    assert not cluster_started(1) and rank_name() == "node_0"
     monkeypatch.setenv("WORLD_SIZE", "2")  # Lightning's own children of a one-node job
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert not cluster_started(1)
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.delenv("LOCAL_RANK")
     monkeypatch.setenv("NODE_RANK", "1")  # a second machine, started by hand
-    assert cluster_started(2) and global_rank() == 1
+    assert cluster_started(2) and rank_name() == "node_1"
     monkeypatch.delenv("NODE_RANK")
     monkeypatch.setenv("SLURM_NTASKS", "4")
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
-    assert cluster_started(1) and global_rank() == 3  # srun tasks on one node
+    assert cluster_started(1) and rank_name() == "rank_3"  # srun tasks on one node
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # Lightning ignores SLURM in an interactive job
     assert not cluster_started(1)

@@ -43,13 +43,15 @@ def child_command(local_rank: int) -> tuple[Sequence[str], str]:
 
     hydra_cfg = HydraConfig.get()
     overrides = [str(o) for o in hydra_cfg.overrides.task]
+    node = int(os.environ.get("NODE_RANK") or 0)  # nodes started by hand share rank 0's folder: one log name each
+    name = f"train_ddp_process_{local_rank}" if node == 0 else f"train_node_{node}_process_{local_rank}"
     command = [
         sys.executable,
         "-m",
         "dlrun",
         *overrides,
         f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
-        f"hydra.job.name=train_ddp_process_{local_rank}",
+        f"hydra.job.name={name}",
         "hydra.output_subdir=null",  # the job's .hydra/ is rank 0's
     ]
     return command, str(hydra_cfg.runtime.cwd)
@@ -70,12 +72,12 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def global_rank() -> int:
-    """This process's rank among all of the job's processes, as the cluster that started it says (0: none)."""
+def rank_name() -> str:
+    """This process's place as the cluster that started it numbers it: ``rank_N`` (torchrun, srun), else ``node_N``."""
     for name in ("RANK", "SLURM_PROCID"):
         if os.environ.get(name):
-            return int(os.environ[name])
-    return int(os.environ.get("NODE_RANK", "0"))
+            return f"rank_{int(os.environ[name])}"
+    return f"node_{int(os.environ.get('NODE_RANK') or 0)}"  # one process per machine, started by hand
 
 
 def cluster_started(num_nodes: int) -> bool:
@@ -122,14 +124,14 @@ def join_rank_zero(config: DictConfig) -> None:
     Waits for rank 0 to say where that is, unless the command line names ``hydra.run.dir`` itself
     (Lightning's own children do; so may every node's command).
     """
-    rank = global_rank()
+    rank = rank_name()
     given = {str(o).split("=", 1)[0] for o in config.hydra.overrides.hydra}
     with read_write(config.hydra), open_dict(config.hydra):
         if "hydra.run.dir" not in given:
-            print(f"dlrun: rank {rank}: waiting for rank 0's run dir", file=sys.stderr, flush=True)
+            print(f"dlrun: {rank.replace('_', ' ')}: waiting for rank 0's run dir", file=sys.stderr, flush=True)
             config.hydra.run.dir = rendezvous_store(host_it=False).get(RUN_DIR_KEY).decode()
         if "hydra.job.name" not in given:
-            config.hydra.job.name = f"train_rank_{rank}"
+            config.hydra.job.name = f"train_{rank}"
         config.hydra.output_subdir = None  # the job's .hydra/ is rank 0's
 
 
