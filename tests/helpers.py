@@ -344,6 +344,15 @@ def early_key(job: Callable[..., Any]) -> str:
     return f"{job.__module__}.{job.__qualname__}"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def store_uri(folder: Path, name: str = "m.db") -> str:
     """An absolute SQLite tracking URI inside ``folder``."""
     return f"sqlite:///{folder / name}"

@@ -88,6 +88,11 @@ def lightning_step_logs_due(trainer: Any) -> bool:
     return trainer._logger_connector.should_update_logs
 
 
+def lightning_cluster_environment(trainer: Any) -> Any:
+    """The trainer's cluster environment (SLURM, torchrun, ...), also under a single-device strategy."""
+    return trainer._accelerator_connector.cluster_environment
+
+
 def lightning_checkpoints_per_step(callback: Any) -> bool:
     """Whether a ``ModelCheckpoint`` saves on a step count or a time interval (else it never acts per step)."""
     return callback._every_n_train_steps >= 1 or callback._train_time_interval is not None

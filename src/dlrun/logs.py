@@ -35,6 +35,7 @@ QUIET_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
     "lightning_fabric.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
+    "pytorch_lightning.trainer.connectors.signal_connector",  # "SLURM auto-requeueing enabled..."
     "mlflow.store.db.utils",
     "mlflow.system_metrics",  # start/stop lines of tracking.system_metrics
     "alembic",

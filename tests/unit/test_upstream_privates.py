@@ -219,6 +219,21 @@ def test_lightning_trainer_internals() -> None:
     assert _upstream.lightning_attached_trainer(module) is trainer
 
 
+def test_lightning_cluster_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """callbacks/interrupt.py holds SLURM's requeue signal when the trainer's environment is SLURM's."""
+    import pytorch_lightning as pl
+    from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    kwargs = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "accelerator": "cpu"}
+    assert isinstance(_upstream.lightning_cluster_environment(pl.Trainer(**kwargs)), LightningEnvironment)
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "7"}.items():
+        monkeypatch.setenv(name, value)
+    environment = _upstream.lightning_cluster_environment(pl.Trainer(**kwargs))
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue, moved(
+        "Trainer._accelerator_connector.cluster_environment", "SLURM requeue", "no longer finds SLURM"
+    )
+
+
 def test_lightning_model_checkpoint_settings() -> None:
     """callbacks/checkpointing.ModelCheckpoint skips per-step work unless a step or time interval is set."""
     from datetime import timedelta

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 import dlrun
+from dlrun.callbacks import slurm
 from dlrun.sweeping.bookkeeping import job_tags
 from dlrun.tracking.provenance import dlrun_source, git_commit
 from dlrun.tracking.run import RunSpec
@@ -74,6 +75,8 @@ def run_spec(cfg: DictConfig, job: Job) -> RunSpec | None:
         "mlflow.source.name": "dlrun",
         "mlflow.source.type": "LOCAL",
     }
+    if slurm.job_id():  # a requeued job finds its run by this (tasks/resume.py)
+        tags["dlrun.slurm_job_id"] = str(slurm.job_id())
     commit = git_commit(job.cwd)
     if commit:
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
