@@ -117,6 +117,18 @@ def check_train_eval_summary(done: Trained, layer: str) -> str:
     assert eval_run.data.metrics["test/acc"] == run.data.metrics["test/acc"]
     assert eval_run.data.metrics["test/loss"] == pytest.approx(run.data.metrics["test/loss"], rel=1e-6)
 
+    predicted = dlrun_in_process(["task=predict", f"ckpt={run.info.run_id}", f"tracking.uri={uri}"], root)
+    finished(predicted)
+    [wrote] = [line for line in predicted.stdout.splitlines() if line.startswith("wrote ")]
+    rows = Path(wrote.split(" to ", 1)[1]).read_text().splitlines()[1:]
+    assert rows and all(0.0 < float(r.split(",")[2]) <= 1.0 for r in rows)
+    if preset == "spirals":  # its test split is data/test.csv: the predictions' accuracy is the recorded test/acc
+        truth = [line.rsplit(",", 1)[1] for line in (root / "data" / "test.csv").read_text().splitlines()[1:]]
+        labels = [r.split(",")[1] for r in rows]
+        assert sum(a == b for a, b in zip(labels, truth, strict=True)) / len(truth) == pytest.approx(
+            run.data.metrics["test/acc"], abs=1e-6
+        )
+
     summary = dlrun_in_process([f"experiment={preset}", "task=summary", "tracking.enabled=false"], root)
     finished(summary)
     assert layer in summary.stdout, summary.describe()
