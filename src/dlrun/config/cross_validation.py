@@ -90,7 +90,7 @@ def check_before_sweep(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from dlrun.config.build import check_node
+    from dlrun.config.build import locate
     from dlrun.config.search_path import CONFIG_NAME, shipped_dir
     from dlrun.errors import UserError
 
@@ -101,7 +101,7 @@ def check_before_sweep(argv: list[str]) -> None:
         fixed = [a for a, o in pairs if not o.is_sweep_override() and not o.is_hydra_override()]
         with initialize_config_dir(str(shipped_dir("conf")), version_base="1.3"):
             cfg = compose(CONFIG_NAME, overrides=[*fixed, f"{FOLD_KEY}=0"])
-        data_cls = check_node(cfg.data, "data")
+        data_cls = locate(str(cfg.data._target_), "data._target_")  # the class only: paths may need the job
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - Hydra says what is wrong with the command line, with its own line
