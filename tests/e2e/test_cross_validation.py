@@ -60,7 +60,8 @@ def test_three_folds_are_one_parent_with_three_children_and_its_mean_and_std(tmp
         assert record["pool_size"] == 60000 and record["val_count"] == len(record["val_indices"]) == 20000
         assert child.data.tags["dlrun.cv.val_digest"] == record["val_digest"]
         assert child.data.tags["dlrun.cv.val_count"] == "20000"
-        assert all(abs(n - total / FOLDS) <= 1 for n, total in zip(record["val_label_counts"], TRAIN_COUNTS, strict=True))
+        counts = zip(record["val_label_counts"], TRAIN_COUNTS, strict=True)
+        assert all(abs(n - total / FOLDS) <= 1 for n, total in counts)
     assert [sum(r["val_label_counts"][d] for r in records) for d in range(10)] == TRAIN_COUNTS
 
     # The parent: each fold's value, the mean and the sample std of the children's values; its optimized
