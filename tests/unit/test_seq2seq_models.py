@@ -200,7 +200,8 @@ def test_wide_beam_finds_the_exhaustive_optimum() -> None:
     src = src.clamp(max=8)
     beam = beam_search(model, src, src_lengths, beam_size=vocab ** (max_len - 1), length_penalty=0.0, max_len=max_len)
     candidates = [
-        list(s[: s.index(EOS) + 1]) if EOS in s else list(s) for s in itertools.product(range(vocab), repeat=max_len)
+        list(s[: s.index(EOS) + 1]) if EOS in s else list(s)
+        for s in itertools.product(range(vocab), repeat=max_len)
     ]
     candidates = [list(c) for c in {tuple(c) for c in candidates}]
     for i in range(src.size(0)):
