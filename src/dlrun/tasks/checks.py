@@ -76,7 +76,7 @@ def configured_monitor(cfg: DictConfig, objective_cls: Any) -> str | None:
     return attribute if isinstance(attribute, str) else None
 
 
-SPLITS = {"eval": ("test", "val"), "predict": ("test", "val", "train")}
+SPLITS = {"eval": ("test", "val"), "average": ("test", "val"), "predict": ("test", "val", "train")}
 
 
 def check_task_keys(cfg: DictConfig) -> None:
