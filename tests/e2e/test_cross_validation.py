@@ -115,3 +115,31 @@ def test_a_fold_job_checks_its_cv_keys_before_its_run_opens(tmp_path: Path) -> N
         result = dlrun_in_process(["cv.folds=3", override, *LIMITS, f"tracking.uri={uri}"], tmp_path)
         assert (result.returncode, result.error) == (2, line), result.describe()
     assert all_runs(uri) == []
+
+
+@pytest.mark.slow
+def test_an_optuna_trial_is_its_folds_and_its_value_their_mean(tmp_path: Path) -> None:
+    import optuna
+
+    uri = store_uri(tmp_path)
+    args = ["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", "cv.folds=2", *LIMITS, f"tracking.uri={uri}"]
+    result = dlrun(args, tmp_path)
+    assert result.returncode == 0, result.describe()
+    runs = all_runs(uri)
+    children = [r for r in runs if PARENT in r.data.tags]
+    assert len(runs) - len(children) == 1 and len(children) == 4, result.describe()
+    study = optuna.load_study(study_name="mnist_mlp", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for trial in trials:
+        folds = sorted(
+            (int(r.data.params["cv.fold"]), r) for r in children if r.data.tags["dlrun.trial"] == str(trial.number)
+        )
+        assert [fold for fold, _ in folds] == [0, 1]
+        # Both folds trained the trial's parameters; the trial's value is the mean of their val/acc.
+        assert all(r.data.params["optimizer.lr"] == str(trial.params["optimizer.lr"]) for _, r in folds)
+        values = [r.data.metrics["val/acc"] for _, r in folds]
+        assert trial.user_attrs["fold_values"] == pytest.approx(values, abs=1e-9)
+        assert trial.value == pytest.approx(statistics.fmean(values), abs=1e-9)
+    (best,) = tmp_path.glob("multirun/*/*/best.yaml")
+    assert "cv." not in best.read_text(encoding="utf-8")  # the chosen configuration reruns on the usual split
