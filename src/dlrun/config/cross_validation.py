@@ -50,6 +50,11 @@ def expand_folds(argv: list[str]) -> list[str]:
     if folds is None:
         return argv
     check_before_sweep(argv)
+    return fold_sweep(argv, folds)
+
+
+def fold_sweep(argv: list[str], folds: int) -> list[str]:
+    """``argv`` (holding ``cv.folds=K``) with ``--multirun`` and ``cv.fold=0,...,K-1`` unless already there."""
     expanded = list(argv)
     if not any(key_of(a) == FOLD_KEY for a in argv):  # beside cv.folds: overrides stay together for Hydra's parser
         at = max(i for i, a in enumerate(argv) if key_of(a) == FOLDS_KEY)
