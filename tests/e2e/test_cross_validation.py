@@ -77,6 +77,13 @@ def test_three_folds_are_one_parent_with_three_children_and_its_mean_and_std(tmp
     assert len({c.data.metrics["val/acc"] for c in children} | {c.data.metrics["test/acc"] for c in children}) > 1
     assert "over folds: mean ± std" in result.stdout
 
+    # A fold's model evaluated again on split=val sees its own fold: the same val/acc as in its run.
+    child = children[1]
+    again = dlrun_in_process(["task=eval", f"ckpt={child.info.run_id}", "split=val", f"tracking.uri={uri}"], tmp_path)
+    assert again.returncode == 0, again.describe()
+    (evaluated,) = [r for r in all_runs(uri) if r.data.tags.get("dlrun.task") == "eval"]
+    assert evaluated.data.metrics["val/acc"] == child.data.metrics["val/acc"]
+
 
 @pytest.mark.parametrize(
     ("argument", "line"),

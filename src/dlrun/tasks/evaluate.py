@@ -40,7 +40,7 @@ def evaluate_source(
     from dlrun.config.validate import check_choice
     from dlrun.tasks.checks import check_config, recorded_config
     from dlrun.tasks.job import run_spec, source_run_spec
-    from dlrun.tasks.parts import load_trained
+    from dlrun.tasks.parts import load_trained, use_fold
     from dlrun.tasks.trainer import build_trainer, contributed_callbacks, run_context
     from dlrun.tracking.run import is_rank_zero, tracked_run
 
@@ -56,6 +56,7 @@ def evaluate_source(
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         parts = load_trained(cfg, source.checkpoint, source.path)
         parts.datamodule.prepare_data()
+        use_fold(cfg, parts.data)  # a cross-validation job's model validates on its own fold (split=val)
         callbacks = contributed_callbacks(cfg, parts, run_context(cfg, job, run, config))
         trainer = build_trainer(cfg, job, run, callbacks)
         loop = trainer.test if split == "test" else trainer.validate
