@@ -29,7 +29,6 @@ class Picked:
 
     paths: list[Path]
     rule: str
-    run_id: str | None
 
 
 def average(cfg: DictConfig) -> dict[str, float]:
@@ -75,7 +74,7 @@ def pick_checkpoints(cfg: DictConfig, cwd: Path, count: int, best: bool) -> Pick
     ref = cfg.get("ckpt")
     if not ref:
         raise ConfigError("ckpt: task=average needs ckpt=RUN_ID or ckpt=RUN_DIR (a training run that kept its epochs)")
-    folder, run_id = checkpoint_folder(str(ref), cfg.tracking.uri if cfg.tracking.enabled else None, cwd)
+    folder = checkpoint_folder(str(ref), cfg.tracking.uri if cfg.tracking.enabled else None, cwd)
     epochs = sorted((epoch_of(p), p) for p in folder.glob("*.ckpt") if epoch_of(p) is not None)
     key = "average.best" if best else "average.last"
     if len(epochs) < count:
@@ -84,20 +83,20 @@ def pick_checkpoints(cfg: DictConfig, cwd: Path, count: int, best: bool) -> Pick
             "train with checkpoint.save_top_k=-1 to keep every epoch"
         )
     if not best:
-        return Picked([p for _, p in epochs[-count:]], f"last {count}", run_id)
+        return Picked([p for _, p in epochs[-count:]], f"last {count}")
     scores, mode = ranking(epochs[-1][1])
     scored = [(scores[p.name], e, p) for e, p in epochs if p.name in scores]
     if len(scored) < count:
         raise ConfigError(f"{key}={count}: the run's checkpoint callback scored {len(scored)} of its epoch checkpoints")
     chosen = sorted(scored, key=lambda t: t[0], reverse=mode == "max")[:count]
-    return Picked([p for _, _, p in sorted(chosen, key=lambda t: t[1])], f"best {count}", run_id)
+    return Picked([p for _, _, p in sorted(chosen, key=lambda t: t[1])], f"best {count}")
 
 
-def checkpoint_folder(ref: str, tracking_uri: str | None, cwd: Path) -> tuple[Path, str | None]:
-    """The local folder of a run's epoch checkpoints, and the run's id when ``ref`` names one."""
+def checkpoint_folder(ref: str, tracking_uri: str | None, cwd: Path) -> Path:
+    """The local folder of the epoch checkpoints of the run ``ref`` names (its id, its folder or ``checkpoints/``)."""
     path = user_path(ref, cwd)
     if path.is_dir():
-        return (path / "checkpoints" if (path / "checkpoints").is_dir() else path), None
+        return path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if path.is_file():
         raise CheckpointError(f"ckpt={ref}: task=average takes a run (id or folder), not one checkpoint file")
     from dlrun.tracking.artifacts import client_for, get_run, parse_run_ref
@@ -113,7 +112,7 @@ def checkpoint_folder(ref: str, tracking_uri: str | None, cwd: Path) -> tuple[Pa
             f"ckpt={ref}: the run's checkpoints folder ({folder}) is not on this machine; "
             "average on the machine that trained it, or name the folder"
         )
-    return folder, run.info.run_id
+    return folder
 
 
 def epoch_of(path: Path) -> int | None:
