@@ -53,6 +53,7 @@ def test_the_command_line_becomes_a_sweep_over_the_folds() -> None:
     assert fold_sweep(["-m", "cv.folds=2", "model=mlp,cnn"], 2) == ["-m", "cv.folds=2", "cv.fold=0,1", "model=mlp,cnn"]
     assert fold_sweep(["cv.folds=3", "cv.fold=2"], 3) == ["--multirun", "cv.folds=3", "cv.fold=2"]
     assert expand_folds(["cv.folds=null", "model=mlp"]) == ["cv.folds=null", "model=mlp"]
+    assert expand_folds(["--cfg", "job", "cv.folds=3"]) == ["--cfg", "job", "cv.folds=3"]  # shown, not run
 
 
 def test_a_trial_is_its_folds() -> None:

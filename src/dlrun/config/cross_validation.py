@@ -15,6 +15,8 @@ from dlrun.errors import ConfigError
 FOLDS_KEY = "cv.folds"
 FOLD_KEY = "cv.fold"
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# Hydra's flags that show the config (or Hydra's) instead of running: the command line stays as typed.
+SHOW_FLAGS = ("--cfg", "-c", "--info", "-i", "--resolve", "--shell-completion", "-sc", "--hydra-help")
 
 
 def key_of(argument: str) -> str:
@@ -47,7 +49,7 @@ def expand_folds(argv: list[str]) -> list[str]:
 
     The command's ``cv`` keys and data module are checked first: a bad one stops it before any run opens."""
     folds = folds_argument(argv)
-    if folds is None:
+    if folds is None or any(a.split("=", 1)[0] in SHOW_FLAGS for a in argv):
         return argv
     check_before_sweep(argv)
     return fold_sweep(argv, folds)
