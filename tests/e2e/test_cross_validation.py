@@ -150,3 +150,29 @@ def test_an_optuna_trial_is_its_folds_and_its_value_their_mean(tmp_path: Path) -
         assert trial.value == pytest.approx(statistics.fmean(values), abs=1e-9)
     (best,) = tmp_path.glob("multirun/*/*/best.yaml")
     assert "cv." not in best.read_text(encoding="utf-8")  # the chosen configuration reruns on the usual split
+
+
+@pytest.mark.slow
+def test_a_grid_runs_every_configuration_on_every_fold_and_picks_the_best_mean(tmp_path: Path) -> None:
+    uri = store_uri(tmp_path)
+    grid = ["-m", "optimizer.lr=1e-3,1e-2", "cv.folds=2"]
+    result = dlrun([*grid, *LIMITS, f"tracking.uri={uri}"], tmp_path)
+    assert result.returncode == 0, result.describe()
+    runs = all_runs(uri)
+    (parent,) = [r for r in runs if PARENT not in r.data.tags]
+    children = [r for r in runs if PARENT in r.data.tags]
+    assert sorted((c.data.params["optimizer.lr"], c.data.params["cv.fold"]) for c in children) == [
+        ("0.001", "0"),
+        ("0.001", "1"),
+        ("0.01", "0"),
+        ("0.01", "1"),
+    ]
+    means = {}
+    for lr in ("0.001", "0.01"):
+        values = [c.data.metrics["val/acc"] for c in children if c.data.params["optimizer.lr"] == lr]
+        means[lr] = statistics.fmean(values)
+        assert parent.data.metrics[f"optimizer.lr-{lr}/val/acc_mean"] == pytest.approx(means[lr], abs=1e-9)
+    best = max(means, key=means.get)
+    assert parent.data.metrics["val/acc"] == pytest.approx(means[best], abs=1e-9)  # the best mean, not the best fold
+    assert parent.data.tags["dlrun.best_overrides"] == f"optimizer.lr={best}"
+    assert parent.data.metrics["val/acc"] < max(c.data.metrics["val/acc"] for c in children)
