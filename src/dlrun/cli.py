@@ -89,6 +89,9 @@ def main() -> None:
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
             _help(entry)
             return
+        from dlrun.config.cross_validation import expand_folds
+
+        sys.argv[1:] = expand_folds(sys.argv[1:])  # cv.folds=K: a sweep over the K folds, checked before it opens
         entry()
         from dlrun.sweeping import bookkeeping as sweep
 

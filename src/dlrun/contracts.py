@@ -20,7 +20,7 @@ replaced by defaults, each said once on stderr.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +78,18 @@ class DataModule(pl.LightningDataModule):
         dataset record in MLflow; empty when the data is generated or not file-based."""
         return {}
 
+    # k-fold cross-validation (``cv.folds=K``): optional; a module without both cannot be cross-validated.
+    def training_labels(self) -> Sequence[Any]:
+        """One label per example of the whole training set (the training and validation splits pooled, in a
+        fixed order), e.g. class ids; folds are stratified by them (one constant label: unstratified).
+        Called after ``prepare_data``, before ``setup``."""
+        raise NotImplementedError
+
+    def use_fold(self, train: Sequence[int], val: Sequence[int]) -> None:
+        """Train on the pooled examples ``train`` and validate on ``val`` (indices into the order of
+        ``training_labels``) instead of the usual split; called before ``setup``. The test split stays as it is."""
+        raise NotImplementedError
+
 
 class Objective(pl.LightningModule):
     """Base class of dlrun objectives: a ``LightningModule`` that trains a network and says how to judge it.
@@ -117,6 +129,8 @@ class Objective(pl.LightningModule):
 
 # The one table of what a contract subclass must define itself. Methods are checked on the class before
 # anything is built; attributes (may be set in ``__init__``) on the instance.
+# What a data module needs for cross-validation (``cv.folds``); checked on the class before any run opens.
+CROSS_VALIDATION_MEMBERS = ("training_labels", "use_fold")
 REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
     "Objective": ("monitor", "mode", "example_input", "count_units"),
     "DataModule": ("dims",),  # only when dlrun builds the network (the objective takes ``net``)
@@ -177,6 +191,14 @@ class DataView:
         """Files per split, if the data module says (``{}`` otherwise)."""
         hook = getattr(self.module, "data_files", None)
         return {split: [Path(f) for f in files] for split, files in hook().items()} if callable(hook) else {}
+
+    def training_labels(self) -> Sequence[Any]:
+        """The labels of the pooled training set (``DataModule.training_labels``), for cross-validation folds."""
+        return self.module.training_labels()  # type: ignore[attr-defined]
+
+    def use_fold(self, train: Sequence[int], val: Sequence[int]) -> None:
+        """Make the module train on ``train`` and validate on ``val`` of its pooled training set."""
+        self.module.use_fold(train, val)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -290,6 +312,23 @@ def check_classes(data_cls: Any, objective_cls: Any, builds_model: bool) -> None
                 raise ConfigError(
                     f"{key}: {_qualname(cls)} does not implement {member} (dlrun.contracts.{base.__name__})"
                 )
+
+
+def check_cross_validation(data_cls: Any, key: str = "cv.folds") -> None:
+    """Refuse cross-validation of a data module class that does not expose its training set (one line)."""
+    if not isinstance(data_cls, type):
+        return  # built by a factory function: found when the fold is applied
+    own = issubclass(data_cls, DataModule)
+    missing = [
+        name
+        for name in CROSS_VALIDATION_MEMBERS
+        if not (_overrides(data_cls, DataModule, name) if own else callable(getattr(data_cls, name, None)))
+    ]
+    if missing:
+        raise ConfigError(
+            f"{key}: {_qualname(data_cls)} exposes no training set to split into folds (it lacks "
+            f"{' and '.join(missing)}; see dlrun.contracts.DataModule and docs/extending.md)"
+        )
 
 
 def data_view(datamodule: Any, key: str = "data") -> DataView:

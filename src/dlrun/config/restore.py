@@ -16,7 +16,7 @@ from dlrun._upstream import omegaconf_raw_value
 from dlrun.errors import ConfigError
 
 # Keys that describe this job, not the trained model: always taken from the current composition.
-JOB_KEYS = ("task", "ckpt", "resume", "rerun", "split", "input", "output", "paths", "tracking")
+JOB_KEYS = ("task", "ckpt", "resume", "rerun", "split", "input", "output", "paths", "tracking", "average")
 # Groups that define what was trained; choosing another option for them cannot apply to a checkpoint.
 TRAINED_GROUPS = ("data", "model", "objective")
 # Interpolations that point at this machine (data folders, output dirs, environment variables).

@@ -51,23 +51,28 @@ class TensorBatches(torch.utils.data.Dataset):
         return self.images.index_select(0, index_tensor), self.labels.index_select(0, index_tensor)
 
 
+def load_labels(path: Path) -> torch.Tensor:
+    """The labels of an IDX labels file ``(n,)`` int64, its md5 checked."""
+    verify_md5(path, FILES[path.name][0])
+    return read_idx(path, expected_magic=2049).long()
+
+
 def load_split(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Read ``prefix`` (``train`` or ``t10k``) images and labels, checking that they pair up."""
     images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = folder / f"{prefix}-labels-idx1-ubyte.gz"
-    for path in (images_path, labels_path):
-        verify_md5(path, FILES[path.name][0])
+    verify_md5(images_path, FILES[images_path.name][0])
     images = read_idx(images_path, expected_magic=2051)
-    labels = read_idx(labels_path, expected_magic=2049)
+    labels = load_labels(labels_path)
     if images.ndim != 3 or labels.ndim != 1:
         raise DataError(f"{images_path}: expected images (n, 28, 28) and labels (n,), got {list(images.shape)}")
     if len(images) != len(labels):
         raise DataError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
-    return images, labels.long()
+    return images, labels
 
 
 class MNISTDataModule(DataModule):
-    """MNIST: 60k training images split into train/val (seeded), the official 10k as test.
+    """MNIST: 60k training images split into train/val (seeded, or a cross-validation fold), the official 10k as test.
 
     ``on_device``: ``auto`` moves all splits (uint8, 47 MB) to a CUDA trainer's GPU once and draws
     batches there (``dlrun.data.device_batches``); ``true`` does so on any trainer device, the CPU
@@ -105,6 +110,7 @@ class MNISTDataModule(DataModule):
         self.on_device = parse_on_device(on_device)
         self.augment = check_augment(augment)
         self.splits: dict[str, TensorBatches] = {}
+        self.fold: tuple[torch.Tensor, torch.Tensor] | None = None  # (train, val) indices of a cross-validation fold
         self._host_normalized: TensorBatches | None = None
         self._resident: dict[str, TensorBatches] = {}  # split -> its tensors on the device batches are drawn on
         self._augment_rng: tuple[str, int, torch.Generator] | None = None  # (device, epoch, generator)
@@ -135,13 +141,25 @@ class MNISTDataModule(DataModule):
                 "there, or set DLRUN_DATA_DIR (paths.data_dir) to a folder whose mnist/ holds them"
             ) from err
 
+    def training_labels(self) -> torch.Tensor:
+        """The labels of all 60k training images ``(60000,)``, the pool cross-validation folds are cut from."""
+        return load_labels(self.folder / "train-labels-idx1-ubyte.gz")
+
+    def use_fold(self, train: Any, val: Any) -> None:
+        """Validate on the training images ``val``, train on ``train`` (a fold) instead of ``val_size`` seeded ones."""
+        self.fold = (torch.as_tensor(train, dtype=torch.long), torch.as_tensor(val, dtype=torch.long))
+        self.splits.clear()
+
     def setup(self, stage: str | None = None) -> None:
         """Load all splits into memory once."""
         if self.splits:
             return
         images, labels = load_split(self.folder, "train")
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
-        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        if self.fold is not None:
+            train_idx, val_idx = self.fold
+        else:
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
         self.splits["train"] = TensorBatches(images[train_idx], labels[train_idx])
         self.splits["val"] = TensorBatches(images[val_idx], labels[val_idx])
         self.splits["test"] = TensorBatches(*load_split(self.folder, "t10k"))

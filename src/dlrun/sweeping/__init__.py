@@ -46,6 +46,12 @@ def trial_callbacks(cfg: Any, monitor: str, mode: str) -> list[Any]:
     trial = OmegaConf.select(cfg, "trial")
     if not trial or OmegaConf.select(trial, "number") is None:
         return []
+    if OmegaConf.select(cfg, "cv.fold", default=None) is not None:
+        from dlrun.logs import say_once
+
+        # K fold jobs of one trial would report K values per epoch to it: the pruner judges whole trials only.
+        say_once("cross-validation: trials are not pruned (a trial's folds run as separate jobs)")
+        return []
     from dlrun.sweeping.callback import TrialPruning
     from dlrun.sweeping.study import StudyRef
 

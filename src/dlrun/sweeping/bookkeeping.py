@@ -391,6 +391,13 @@ class SweepCallback(Callback):
             parent.log_metrics({metric: best.value})
             tags["dlrun.best_run_id"] = best.run_id or best.reused_run_id or ""
             tags["dlrun.best_overrides"] = " ".join(best.overrides)
+        if seeds is not None:
+            from dlrun.sweeping.seed_stats import cross_validated_best
+
+            found = cross_validated_best(seeds[1], metric, mode)
+            if found is not None:  # cross-validation: a configuration is judged by its mean over folds
+                parent.log_metrics({metric: found.stats[metric].mean})
+                tags["dlrun.best_overrides"] = found.label
         if failed:
             tags["dlrun.error"] = f"{len(failed)} of {len(rows)} jobs failed"
         parent.set_tags(tags)

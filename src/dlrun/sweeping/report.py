@@ -81,6 +81,8 @@ def rerun_overrides(config: DictConfig, best: JobRow) -> list[str]:
         key = text.split("=", 1)[0].lstrip("+~")
         if key.startswith("hydra") or key in (*NOT_RERUN, *choices) or key == "trial":
             continue
+        if key.startswith("cv."):  # cross-validation chose the configuration: a rerun trains it on the usual split
+            continue
         if key not in {o.split("=", 1)[0] for o in best.overrides}:
             keep.append(text)
     return keep + best.overrides

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlrun.config.cross_validation import FOLD_KEY
 from dlrun.errors import ConfigError
 
 
@@ -87,6 +88,8 @@ def search_space(params: Mapping[str, Any] | None, arguments: Iterable[str]) -> 
     space = SearchSpace()
     for override in OverridesParser.create().parse_overrides(lines):
         key = override.get_key_element()
+        if key.lstrip("+~") == FOLD_KEY:
+            continue  # cross-validation folds are not searched: every trial runs them all (sweeping.fold_trials)
         space.distributions.pop(key, None)
         space.fixed.pop(key, None)
         if override.is_sweep_override():

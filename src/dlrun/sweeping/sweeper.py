@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun._upstream import hydra_job_value
 from dlrun.errors import ConfigError, UserError
+from dlrun.sweeping.fold_trials import FOLD_VALUES_ATTR, fold_jobs, fold_outcome, per_trial, trial_folds
 from dlrun.sweeping.outcomes import JobFailed, JobPruned
 from dlrun.sweeping.pruners import build_pruner, pruner_spec
 from dlrun.sweeping.space import SearchSpace, search_space, trial_overrides
@@ -252,16 +253,20 @@ class OptunaSearch:
             flush=True,
         )
         launched = failures = 0
+        folds = trial_folds(self.config)  # cross-validation: a trial is one job per fold, its value their mean
         while todo > 0:
-            trials = [self._ask(study, space) for _ in range(min(batch, todo))]
+            trials = [self._ask(study, space) for _ in range(max(1, min(batch // folds, todo)))]
             numbers = [t.number for t in trials]
             consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-            first = numbers[0] if consecutive else self.job_idx  # job number = trial number where it can be
+            first = numbers[0] * folds if consecutive else self.job_idx  # job number = trial number where it can be
             overrides = [trial_overrides(t.params, space.fixed) + trial_keys(ref, t.number) for t in trials]
-            returns = self.launcher.launch(overrides, initial_job_idx=first)
+            returns = self.launcher.launch(fold_jobs(overrides, folds), initial_job_idx=first)
             self.job_idx = first + len(returns)
-            for trial, ret in zip(trials, returns, strict=True):
-                state, value, error = outcome(ret)
+            for trial, rets in zip(trials, per_trial(returns, folds), strict=True):
+                outcomes = [outcome(ret) for ret in rets]
+                state, value, error = fold_outcome(outcomes) if folds > 1 else outcomes[0]
+                if folds > 1:
+                    trial.set_user_attr(FOLD_VALUES_ATTR, [v for _, v, _ in outcomes])
                 if error:
                     trial.set_user_attr(ERROR_ATTR, error[:2000])
                     failures += 1

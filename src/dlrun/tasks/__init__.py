@@ -21,6 +21,7 @@ TASKS = {
     "eval": ("dlrun.tasks.evaluate", "evaluate"),
     "predict": ("dlrun.tasks.predict", "predict"),
     "summary": ("dlrun.tasks.summary", "summary"),
+    "average": ("dlrun.tasks.average", "average"),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlrun.config.build import BUILT_BY_DLRUN, check_node, objective_takes, unbuilt
+from dlrun.config.cross_validation import check_cv
 from dlrun.config.validate import check_call, check_values
 from dlrun.contracts import check_classes
 from dlrun.errors import ConfigError
@@ -28,6 +29,8 @@ def check_config(cfg: DictConfig) -> None:
     data_cls = check_node(cfg.data, "data")
     objective_cls = check_node(cfg.objective, "objective")
     check_classes(data_cls, objective_cls, builds_model="net" in takes)
+    if cfg.task == "train":
+        check_cv(cfg, data_cls)
     if "net" in takes:
         check_node(cfg.model, "model")
     if "optimizer" in takes:
@@ -73,7 +76,7 @@ def configured_monitor(cfg: DictConfig, objective_cls: Any) -> str | None:
     return attribute if isinstance(attribute, str) else None
 
 
-SPLITS = {"eval": ("test", "val"), "predict": ("test", "val", "train")}
+SPLITS = {"eval": ("test", "val"), "average": ("test", "val"), "predict": ("test", "val", "train")}
 
 
 def check_task_keys(cfg: DictConfig) -> None:

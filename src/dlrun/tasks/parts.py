@@ -18,6 +18,7 @@ class Parts:
 
     data: DataView
     objective: ObjectiveView
+    fold: dict[str, Any] | None = None  # cross-validation: what the run records of its fold (``Fold.record``)
 
     @property
     def datamodule(self) -> Any:
@@ -60,8 +61,23 @@ def prepare(cfg: DictConfig) -> Parts:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build_data(cfg)
     data.module.prepare_data()
+    fold = use_fold(cfg, data)
     data.module.setup("fit")
-    return Parts(data, build_objective(cfg, data))
+    return Parts(data, build_objective(cfg, data), fold)
+
+
+def use_fold(cfg: DictConfig, data: DataView) -> dict[str, Any] | None:
+    """``cv.fold`` of ``cv.folds``: cut the data module's training set into folds and hand it fold ``cv.fold``
+    (before ``setup``); the fold's record for the run, or None outside cross-validation."""
+    cv = cfg.get("cv") or {}
+    if cv.get("fold") is None:
+        return None
+    from dlrun.data.folds import class_ids, make_fold
+
+    labels = class_ids(data.training_labels())
+    fold = make_fold(labels, int(cv.folds), int(cv.fold), int(cv.get("seed", 0)))
+    data.use_fold(fold.train.tolist(), fold.val.tolist())
+    return fold.record(labels)
 
 
 def load_trained(cfg: DictConfig, checkpoint: dict[str, Any], path: Path) -> Parts:

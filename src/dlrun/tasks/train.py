@@ -33,6 +33,8 @@ def train(cfg: DictConfig) -> float | None:
     with start.open_run(config) as run:
         parts = prepare(cfg)
         log_dataset_inputs(run, job.choices.get("data", "data"), parts.data.data_files())
+        if parts.fold is not None:
+            log_fold(run, parts.fold)
         objective = parts.objective
         if objective.monitor is not None:
             run.set_tags({"dlrun.monitor": objective.monitor, "dlrun.monitor_mode": objective.mode})
@@ -62,6 +64,14 @@ def train(cfg: DictConfig) -> float | None:
         if optimized == objective.monitor and checkpoint.best_model_score is not None:
             return float(checkpoint.best_model_score)  # the best epoch's value (the one tested), not the last's
         return metric({**fit_metrics, **trainer.callback_metrics}, optimized)
+
+
+def log_fold(run: Run, fold: dict[str, Any]) -> None:
+    """A cross-validation job's fold: its size and digest as tags, its validation indices as ``cv_fold.json``."""
+    import json
+
+    run.set_tags({"dlrun.cv.val_count": fold["val_count"], "dlrun.cv.val_digest": fold["val_digest"]})
+    run.log_text(json.dumps(fold), "cv_fold.json")
 
 
 def is_builtin(objective: ObjectiveView) -> bool:
