@@ -42,6 +42,7 @@ SUBCOMMANDS = {
     "runs": ("dlrun.browse.commands", "runs_main"),
     "ui": ("dlrun.browse.ui", "ui_main"),
     "init": ("dlrun.starter", "init_main"),
+    "server": ("dlrun.server.command", "server_main"),
 }
 
 
