@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.browse.entry import Parser, add_store_option, guarded
-from dlrun.errors import UserError
+from dlrun.errors import ConfigError, UserError
 from dlrun.server.hosts import (
     allowed_hosts,
     check_host,
@@ -71,7 +71,7 @@ def serve(args: argparse.Namespace) -> int:
     check_host(args.host)
     if not is_loopback(args.host):
         if not args.no_auth:
-            raise UserError(
+            raise ConfigError(
                 f"--host {args.host}: dlrun ui has no logins and would serve every run to anyone who can reach "
                 "the port; use `dlrun server` for a team, or say --no-auth"
             )

@@ -7,6 +7,9 @@ from pathlib import Path
 from dlrun.errors import ConfigError, UserError, one_line
 
 DIALECTS = ("postgresql", "mysql", "mssql")  # the databases MLflow's SQL store runs on besides SQLite
+# Optuna's tables live beside MLflow's in a schema of their own: both keep their migrations in a table named
+# alembic_version, and Optuna refuses a database whose alembic_version is MLflow's.
+OPTUNA_SCHEMA = "optuna"
 
 
 def backend_url(url: str | None, folder: Path) -> str:
@@ -43,11 +46,15 @@ def check_database(url: str) -> None:
 
     engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
     try:
-        with engine.connect() as connection:
+        with engine.begin() as connection:
             connection.execute(sqlalchemy.text("SELECT 1"))
+            if url.startswith("postgresql"):
+                connection.execute(sqlalchemy.text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
     except Exception as err:  # noqa: BLE001 - every driver has its own error types
         message = one_line(str(getattr(err, "orig", None) or err)).split(" (Background on")[0]
-        raise UserError(f"--backend-store-uri {redacted(url)}: the database does not answer ({message[:300]})") from None
+        raise UserError(
+            f"--backend-store-uri {redacted(url)}: the database does not answer ({message[:300]})"
+        ) from None
     finally:
         engine.dispose()
 
@@ -59,3 +66,10 @@ def redacted(url: str) -> str:
     if not sep or not at or ":" not in credentials:
         return url
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{place}"
+
+
+def optuna_storage(url: str) -> str | None:
+    """The Optuna storage URL for studies on the same PostgreSQL database (its own schema); None otherwise."""
+    if not url.startswith("postgresql"):
+        return None
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{OPTUNA_SCHEMA}"

@@ -15,7 +15,7 @@ from pathlib import Path
 from dlrun.browse.entry import Parser, guarded
 from dlrun.errors import ConfigError
 from dlrun.server import auth
-from dlrun.server.backend import backend_url, check_database, redacted
+from dlrun.server.backend import backend_url, check_database, optuna_storage, redacted
 from dlrun.server.hosts import (
     allowed_hosts,
     check_host,
@@ -57,11 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated Host headers clients may use (default: the names and addresses it serves)",
     )
     logins = parser.add_mutually_exclusive_group()
+    logins.add_argument("--auth", action="store_true", help="logins on 127.0.0.1 too (always on for any other --host)")
     logins.add_argument(
-        "--auth", action="store_true", help="logins on 127.0.0.1 too (always on for any other --host)"
-    )
-    logins.add_argument(
-        "--no-auth", action="store_true", help="no logins beyond this machine (anyone reaching the port may change every run)"
+        "--no-auth",
+        action="store_true",
+        help="no logins beyond this machine (anyone reaching the port may change every run)",
     )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers (default 2)")
     parser.add_argument("--verbose", action="store_true", help="MLflow's server log on the terminal, not in DIR")
@@ -142,17 +142,20 @@ def serve(args: argparse.Namespace) -> int:
 
     def announce() -> None:
         print(url, flush=True)
-        who = (
-            f"logins: {auth.ADMIN} (add users: dlrun server user add NAME --dir {folder})"
-            if logins
-            else "no logins"
-        )
+        who = f"logins: {auth.ADMIN} (add users: dlrun server user add NAME --dir {folder})" if logins else "no logins"
         print(
             f"dlrun server: runs in {redacted(store)}, artifacts in {artifacts}, {who}; clients: "
             f"tracking.uri={url}" + (" with MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD" if logins else ""),
             file=sys.stderr,
             flush=True,
         )
+        studies = optuna_storage(store)
+        if studies:
+            print(
+                f"dlrun server: Optuna studies on the same database: hydra.sweeper.storage='{redacted(studies)}'",
+                file=sys.stderr,
+                flush=True,
+            )
 
     print(f"starting MLflow server on {redacted(store)} ...", file=sys.stderr, flush=True)
     return supervise(command, local_url(args.host, port), log, announce, env)

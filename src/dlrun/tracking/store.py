@@ -82,7 +82,8 @@ def check_login(uri: str, timeout: float = 5.0) -> None:
     or a Host header it does not accept (403). ``/health`` answers everyone, so ask for one experiment."""
     import base64
 
-    from mlflow.utils.credentials import read_mlflow_creds  # MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials
+    # MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials: what MLflow itself sends
+    from mlflow.utils.credentials import read_mlflow_creds
 
     request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1")
     creds = read_mlflow_creds()
