@@ -17,13 +17,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import DATA, dlrun, dlrun_env, dlrun_in_process
+from helpers import REPO, dlrun, dlrun_env, dlrun_in_process
 
 HOST = "127.0.0.2"  # loopback, but neither localhost nor 127.0.0.1: MLflow's Host check must be told about it
 ADMIN_PASSWORD = "admin-secret-pw-1"
@@ -112,12 +112,13 @@ def postgres() -> Iterator[Postgres]:
 
 @dataclass
 class TeamServer:
-    """A ``dlrun server`` process and what clients need."""
+    """A ``dlrun server`` process, what clients need, and how to start it again."""
 
     process: subprocess.Popen
     url: str
     folder: Path
     stderr: Path
+    args: list[str]
 
     def stop(self) -> None:
         """SIGTERM to dlrun server (it stops MLflow's processes and exits)."""
@@ -128,6 +129,12 @@ class TeamServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+    def start_again(self) -> None:
+        """The same command again (same folder, port and database: the admin exists, no password needed)."""
+        again = start_server(self.args, self.folder, {})
+        assert again.url == self.url
+        self.process = again.process
 
 
 def start_server(args: list[str], folder: Path, env: dict[str, str], timeout: float = 180) -> TeamServer:
@@ -149,9 +156,9 @@ def start_server(args: list[str], folder: Path, env: dict[str, str], timeout: fl
     while time.monotonic() < deadline and process.poll() is None:
         line += process.stdout.readline() or ""
         if line.endswith("\n"):
-            return TeamServer(process, line.strip(), folder, err)
+            return TeamServer(process, line.strip(), folder, err, args)
         time.sleep(0.3)
-    server = TeamServer(process, "", folder, err)
+    server = TeamServer(process, "", folder, err, args)
     server.stop()
     pytest.fail(f"dlrun server printed no URL:\n{err.read_text()[-3000:]}")
 
@@ -281,7 +288,6 @@ def test_a_client_trains_a_run_onto_the_server(team_server: TeamServer, postgres
 
 @pytest.mark.slow  # ~150 s on one busy core
 def test_a_joblib_sweep_onto_the_server(team_server: TeamServer, tmp_path: Path) -> None:
-    (tmp_path / "real").symlink_to(DATA)
     args = ["-m", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking.log_model=false"]
     result = dlrun(
         [*args, *LIMITS, f"tracking.uri={team_server.url}", "tracking.experiment=team_sweep"], tmp_path, env=alice()
@@ -383,3 +389,93 @@ def test_ui_with_no_auth_warns_and_serves_the_url_it_prints(tmp_path: Path) -> N
         "change and delete every run and download every artifact"
     ]
     assert process.returncode == 0
+
+
+# ---------------------------------------------------------------- an outage of the server in the middle of runs
+
+USER_CODE = str(REPO / "tests" / "user_callbacks")  # hold_epochs.HoldEpochs: a run waits at an epoch's end
+
+
+def start_run(folder: Path, url: str, epochs: int, experiment: str, holds: tuple[int, ...]) -> subprocess.Popen:
+    """A ``dlrun`` training process of ``epochs`` epochs that waits at the end of each epoch in ``holds`` until
+    the test removes folder/hold-N; its stdout and stderr go to files in ``folder``."""
+    folder.mkdir()
+    for epoch in holds:
+        (folder / f"hold-{epoch}").touch()
+    args = [
+        f"tracking.uri={url}",
+        f"tracking.experiment={experiment}",
+        *[a for a in LIMITS if not a.startswith("trainer.max_epochs")],
+        f"trainer.max_epochs={epochs}",
+        "tracking.log_model=false",  # MLflow's model packaging: most of a tiny run's time, and not spooled
+        "+callbacks.hold._target_=hold_epochs.HoldEpochs",
+        f"+callbacks.hold.folder={folder}",
+    ]
+    env = dlrun_env(alice({"PYTHONPATH": os.pathsep.join(filter(None, [USER_CODE, os.environ.get("PYTHONPATH")]))}))
+    with (folder / "out").open("w") as out, (folder / "err").open("w") as err:
+        return subprocess.Popen([sys.executable, "-m", "dlrun", *args], cwd=folder, stdout=out, stderr=err, env=env)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 300) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def epoch_history(url: str, run_id: str, key: str = "val/acc") -> list[int]:
+    """The steps at which the run recorded ``key``."""
+    from mlflow.tracking import MlflowClient
+
+    with admin_login():
+        return [m.step for m in MlflowClient(url).get_metric_history(run_id, key)]
+
+
+def server_outage(team_server: TeamServer, folder: Path, seconds: float) -> None:
+    """Two runs; the server stops after their first epoch for ``seconds``. Run ``through`` (4 epochs) trains on
+    and finishes after the server is back; run ``ends`` (2 epochs) ends during the outage and is sent by
+    ``dlrun runs sync``. Both end FINISHED with every epoch's metrics and their checkpoint."""
+    through, ends = folder / "through", folder / "ends"
+    a = start_run(through, team_server.url, 4, "outage", holds=(1, 3))
+    b = start_run(ends, team_server.url, 2, "outage", holds=(1,))
+    # Both wait at the end of epoch 1 (its metrics sent) while the server is stopped.
+    wait_for("epoch 1 of both runs", lambda: all("epoch 1/" in (f / "out").read_text() for f in (through, ends)))
+    team_server.stop()
+    stopped_at = time.monotonic()
+    (through / "hold-1").unlink()
+    (ends / "hold-1").unlink()
+    assert b.wait(timeout=300) == 0, (ends / "err").read_text()[-3000:]  # ended during the outage
+    time.sleep(max(0.0, seconds - (time.monotonic() - stopped_at)))
+    team_server.start_again()
+    (through / "hold-3").unlink()  # epochs 2 and 3 were trained while the server was away
+    assert a.wait(timeout=600) == 0, (through / "err").read_text()[-3000:]
+
+    a_err, b_err = (through / "err").read_text(), (ends / "err").read_text()
+    assert a_err.count("cannot be reached") == 1 and "answers again" in a_err, a_err[-3000:]
+    assert "is still away" in b_err and "dlrun runs sync" in b_err, b_err[-3000:]
+    (spool,) = ends.glob("outputs/*/*/tracking-spool")
+    assert not list(through.glob("outputs/*/*/tracking-spool"))  # sent: nothing left behind
+
+    synced = dlrun(["runs", "sync"], ends, env=alice())
+    assert synced.returncode == 0, synced.describe()
+    assert "sent 6 records of run" in synced.stdout and not spool.exists(), synced.stdout
+
+    runs = {r.data.params["trainer.max_epochs"]: r for r in runs_of(team_server.url, "outage")}
+    assert {k: r.info.status for k, r in runs.items()} == {"4": "FINISHED", "2": "FINISHED"}
+    for epochs, run in runs.items():
+        assert len(epoch_history(team_server.url, run.info.run_id)) == int(epochs), epochs  # every epoch's val/acc
+        assert "test/acc" in run.data.metrics
+        files = team_server.folder / "artifacts" / run.info.experiment_id / run.info.run_id / "artifacts"
+        assert list((files / "checkpoints").glob("*.ckpt")), epochs
+        assert (files / "config.yaml").is_file()
+
+
+def test_runs_survive_a_short_outage_of_the_server(team_server: TeamServer, tmp_path: Path) -> None:
+    server_outage(team_server, tmp_path, seconds=20)
+
+
+@pytest.mark.slow  # the issue's six minutes
+def test_runs_survive_a_six_minute_outage_of_the_server(team_server: TeamServer, tmp_path: Path) -> None:
+    server_outage(team_server, tmp_path, seconds=360)
