@@ -263,6 +263,13 @@ def test_a_wrong_password_stops_in_one_line_before_any_run(team_server: TeamServ
     assert not experiment_exists(team_server.url, "refused")  # nothing was created
 
 
+def runs(argv: list[str]) -> None:
+    """``dlrun runs ARGV`` as dlrun_in_process runs a job: a failure raises."""
+    from dlrun.browse.commands import runs_main
+
+    assert runs_main(argv[1:]) == 0
+
+
 def test_a_client_trains_a_run_onto_the_server(team_server: TeamServer, postgres: Postgres, tmp_path: Path) -> None:
     result = dlrun_in_process(
         [f"tracking.uri={team_server.url}", *LIMITS, "tracking.experiment=team"], tmp_path, env=alice()
@@ -284,6 +291,10 @@ def test_a_client_trains_a_run_onto_the_server(team_server: TeamServer, postgres
     assert (files / "config.yaml").is_file()
     models = list((team_server.folder / "artifacts" / run.info.experiment_id / "models").glob("m-*/artifacts/MLmodel"))
     assert len(models) == 1  # the logged model, on the server too
+    # The run browser through the same login.
+    listed = dlrun_in_process(["runs", "--tracking-uri", team_server.url, "--json"], tmp_path, env=alice(), runner=runs)
+    assert listed.returncode == 0, listed.describe()
+    assert run.info.run_id in listed.stdout
 
 
 @pytest.mark.slow  # ~150 s on one busy core
