@@ -83,9 +83,14 @@ def add_user(folder: Path, name: str, secret: str, admin: bool = False) -> None:
     """Create user ``name`` in the server's user store (the server need not run); ConfigError if it exists."""
     if not has_users(folder):
         raise ConfigError(f"--dir {folder}: no user store here; start `dlrun server --dir {folder}` once first")
+    import warnings
+
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(folder / CONFIG_FILE)  # read when MLflow's auth app is imported
     from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    with warnings.catch_warnings():  # importing the auth app imports MLflow's server and its deprecation notes
+        warnings.simplefilter("ignore")
+        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
     store = SqlAlchemyStore()
     store.init_db(f"sqlite:///{folder.resolve() / USERS_FILE}")

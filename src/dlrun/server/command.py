@@ -83,17 +83,15 @@ def build_user_parser() -> argparse.ArgumentParser:
 def server_main(argv: list[str]) -> int:
     """``dlrun server ...`` or ``dlrun server user add NAME``."""
     if argv[:1] == ["user"]:
-        if argv[1:2] != ["add"]:
-            return guarded(_no_such_user_command(argv[1:2]))
-        return guarded(lambda: add_user(build_user_parser().parse_args(argv[2:])))
+        return guarded(lambda: add_user(build_user_parser().parse_args(_after_add(argv[1:]))))
     return guarded(lambda: serve(build_parser().parse_args(argv)))
 
 
-def _no_such_user_command(words: list[str]):  # noqa: ANN202 - a guarded thunk
-    def fail() -> int:
-        raise ConfigError(f"dlrun server user {' '.join(words) or ''}: the one user command is `add NAME`")
-
-    return fail
+def _after_add(words: list[str]) -> list[str]:
+    """The arguments after ``user add``; ConfigError for any other user command."""
+    if words[:1] != ["add"]:
+        raise ConfigError(f"dlrun server user {' '.join(words[:1])}: the one user command is `add NAME`")
+    return words[1:]
 
 
 def add_user(args: argparse.Namespace) -> int:
