@@ -43,11 +43,12 @@ SUBCOMMANDS = {
     "ui": ("dlrun.browse.ui", "ui_main"),
     "init": ("dlrun.starter", "init_main"),
     "rerun": ("dlrun.tasks.rerun", "rerun_main"),
+    "server": ("dlrun.server.command", "server_main"),
 }
 
 
 def _subcommand(argv: list[str]) -> int | None:
-    """Run ``dlrun runs|ui|init|rerun ...`` and return its exit code; None when argv is a Hydra command line."""
+    """Run ``dlrun runs|ui|init|rerun|server ...`` and return its exit code; None when argv is a Hydra command line."""
     if not argv or argv[0] not in SUBCOMMANDS:
         return None
     import importlib

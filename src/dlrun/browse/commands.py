@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--top", type=int, default=0, metavar="N", help="with --sort: the N best runs with the metric")
     _add_formats(parser)
 
-    sub = parser.add_subparsers(dest="command", metavar="{show,diff,plot,tag,note,delete,restore}")
+    sub = parser.add_subparsers(dest="command", metavar="{show,diff,plot,tag,note,delete,restore,sync}")
     show = sub.add_parser(
         "show", help="one run: config, metrics, tags, artifacts, commands to go on", prog="dlrun runs show"
     )
@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dlrun.browse.housekeeping import add_parsers
 
     add_parsers(sub, add_store_option)
+    from dlrun.browse.sync import add_parser as add_sync_parser
+
+    add_sync_parser(sub)
     return parser
 
 
@@ -95,8 +98,9 @@ def runs_main(argv: list[str]) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from dlrun.browse.housekeeping import HANDLERS
+    from dlrun.browse.sync import sync_runs
 
-    handlers = {None: list_runs, "show": show_run, "diff": diff_runs, "plot": plot_runs, **HANDLERS}
+    handlers = {None: list_runs, "show": show_run, "diff": diff_runs, "plot": plot_runs, "sync": sync_runs, **HANDLERS}
     return handlers[args.command](args)
 
 

@@ -50,7 +50,7 @@ class ResumePoint:
             return
         from dlrun.tracking.resumed_logger import ResumedRunLogger
 
-        trainer.loggers = [ResumedRunLogger(run.tracking_uri, run.run_id)]
+        trainer.loggers = [ResumedRunLogger(run.tracking_uri, run.run_id, writer=getattr(run, "client", None))]
 
     def describe(self) -> str:
         """One line for the terminal."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from omegaconf import DictConfig
@@ -91,4 +92,19 @@ def log_model(cfg: DictConfig, run: Run, trainer: Any, objective: ObjectiveView,
     from dlrun.tracking.pytorch_model import log_network
 
     example = objective.example_input(batch)
-    log_network(run, objective.network, example)
+    if not run.offline:
+        try:
+            log_network(run, objective.network, example)
+            return
+        except Exception as err:
+            from dlrun.tracking.spool import is_unreachable
+
+            if not is_unreachable(err):
+                raise
+    # MLflow's logged model is made on the server, not spooled: the run's checkpoint (spooled) stands for it.
+    run.set_tags({"dlrun.model_not_logged": "the tracking server could not be reached"})
+    print(
+        "dlrun: warning: tracking server away: no MLflow logged model for this run (its checkpoint is kept)",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -117,7 +117,7 @@ def build_trainer(cfg: DictConfig, job: Job, run: Run, callbacks: list[Any]) -> 
     if run.run_id is not None:
         from dlrun.tracking.logger import DeferStepMetrics, RunLogger
 
-        logger = RunLogger(run.tracking_uri, run.run_id)
+        logger = RunLogger(run.tracking_uri, run.run_id, writer=getattr(run, "client", None))
         callbacks.append(DeferStepMetrics())  # step metrics in batches: no store write on the hot path
     every_n_steps = (cfg.get("callbacks") or {}).get("progress_every_n_steps", 10)
     interactive = sys.stdout.isatty() and bool(every_n_steps)

@@ -21,8 +21,9 @@ class RunLogger(MLFlowLogger):
     metrics) is written at once, after the queue; ``finalize`` (end of fit/test, failures) writes the queue.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, flush_every_s: float = 10.0) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, flush_every_s: float = 10.0, writer: Any = None) -> None:
         super().__init__(tracking_uri=tracking_uri, run_id=run_id, log_model=False)
+        self.writer = writer  # the run's own client (its spool while the server is away); None: Lightning's
         self.flush_every_s = flush_every_s
         self.deferring = False
         self._pending: list[Any] = []
@@ -47,7 +48,7 @@ class RunLogger(MLFlowLogger):
         pending, self._pending = self._pending, []
         self._flushed_at = time.monotonic()
         for start in range(0, len(pending), 1000):
-            self.experiment.log_batch(self.run_id, metrics=pending[start : start + 1000])
+            (self.writer or self.experiment).log_batch(self.run_id, metrics=pending[start : start + 1000])
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:

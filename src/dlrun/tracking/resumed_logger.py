@@ -23,8 +23,8 @@ class ResumedRunLogger(RunLogger):
     cannot delete values, so the first record of each step is kept and no step appears twice.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
-        super().__init__(tracking_uri, run_id)
+    def __init__(self, tracking_uri: str, run_id: str, writer: Any = None) -> None:
+        super().__init__(tracking_uri, run_id, writer=writer)
         self.recorded = recorded_steps(self.experiment, run_id)
 
     @rank_zero_only

@@ -12,6 +12,7 @@ import yaml
 
 from dlrun.errors import RunInterrupted, TrialPruned, one_line
 from dlrun.logs import is_rank_zero
+from dlrun.tracking.spool import SpoolingClient, limit_http_retries, spool_folder
 from dlrun.tracking.sqlite import prepare_sqlite
 from dlrun.tracking.store import check_server, check_writable, get_or_create_experiment, resolve_uri
 
@@ -37,6 +38,7 @@ class Run(Protocol):
     experiment_id: str | None
     tracking_uri: str | None
     status: str
+    offline: bool
 
     def log_params(self, params: Mapping[str, str]) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
@@ -128,9 +130,17 @@ class TrackedRun:
         self.log_yaml(overrides, "overrides.yaml")
 
     def terminate(self, status: str) -> None:
-        """Close the run with FINISHED, FAILED or KILLED."""
+        """Close the run with FINISHED, FAILED or KILLED (spooled, with what came before, while the server is away)."""
         self.status = status
         self.client.set_terminated(self.run_id, status)
+        close = getattr(self.client, "close", None)  # a SpoolingClient: send what is spooled, or say where it is
+        if close is not None:
+            close()
+
+    @property
+    def offline(self) -> bool:
+        """True while the tracking server cannot be reached and this run's records go to its spool."""
+        return bool(getattr(self.client, "offline", False))
 
 
 class NullRun:
@@ -143,6 +153,7 @@ class NullRun:
     experiment_id = None
     tracking_uri = None
     status = "RUNNING"
+    offline = False
 
     def log_params(self, params: Mapping[str, str]) -> None:
         """Nothing to log."""
@@ -197,6 +208,9 @@ def tracked_run(spec: RunSpec | None) -> Iterator[Run]:
     if spec.system_metrics:
         check_system_metrics()
     uri, artifact_root = resolve_uri(spec.uri, spec.cwd)
+    remote = uri.startswith(("http://", "https://"))
+    if remote:
+        limit_http_retries()  # a few quick retries, then the run's spool (see tracking.spool)
     check_server(uri)
     check_writable(uri)  # a read-only store fails here, in one line, not in MLflow's first write
     prepare_sqlite(uri)  # parallel jobs on a new SQLite file must not all create its tables at once
@@ -213,6 +227,9 @@ def tracked_run(spec: RunSpec | None) -> Iterator[Run]:
         experiment_id = get_or_create_experiment(client, spec.experiment, artifact_root)
         created = client.create_run(experiment_id, run_name=spec.run_name, tags=spec.tags)
         run = TrackedRun(client, created.info.run_id, experiment_id, uri)
+    if remote:  # writes go to the run folder's spool while the server is away
+        folder = spool_folder(Path(spec.tags.get("dlrun.output_dir") or spec.cwd))
+        run.client = SpoolingClient(client, uri, folder, run.run_id)
     monitor = start_system_metrics(run, resumed=bool(spec.resume_run_id)) if spec.system_metrics else None
     try:
         yield run

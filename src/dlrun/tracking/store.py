@@ -74,6 +74,38 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise UserError(f"tracking.uri: cannot reach MLflow server at {uri} ({reason})") from err
+    check_login(uri, timeout)
+
+
+def check_login(uri: str, timeout: float = 5.0) -> None:
+    """Fail before a run opens when the server refuses this client: a wrong or missing login (401), no permission
+    or a Host header it does not accept (403). ``/health`` answers everyone, so ask for one experiment."""
+    import base64
+
+    # MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials: what MLflow itself sends
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1")
+    creds = read_mlflow_creds()
+    if creds.username and creds.password:
+        token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code not in (401, 403):
+            return  # the server answers; what it thinks of the request is for MLflow's own calls to say
+        code, body = err.code, " ".join(err.read(300).decode("utf-8", "replace").split())
+    except (urllib.error.URLError, OSError):
+        return  # reachable a moment ago: a network hiccup is for MLflow's retries
+    if code == 401:
+        who = f"user {creds.username!r}" if creds.username else "no login"
+        raise UserError(
+            f"tracking.uri: MLflow server at {uri} refused {who} (HTTP 401: wrong or missing login; set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+        )
+    raise UserError(f"tracking.uri: MLflow server at {uri} refused this client (HTTP 403: {body[:200]})")
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:

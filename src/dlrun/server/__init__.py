@@ -1,0 +1,1 @@
+"""``dlrun server``: a team's MLflow tracking server (database backend, artifacts over HTTP, basic-auth logins)."""
