@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, dlrun, dlrun_env, dlrun_in_process
+from helpers import REPO, dlrun, dlrun_env, dlrun_in_process, free_port
 
 HOST = "127.0.0.2"  # loopback, but neither localhost nor 127.0.0.1: MLflow's Host check must be told about it
 ADMIN_PASSWORD = "admin-secret-pw-1"
@@ -55,14 +55,6 @@ def postgres_binary(name: str) -> str:
 def unprivileged(command: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: as root, run ``command`` as nobody."""
     return ["runuser", "-u", "nobody", "--", *command] if os.geteuid() == 0 else command
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -378,6 +370,7 @@ def test_ui_beyond_loopback_is_refused_without_no_auth(tmp_path: Path, capsys: p
     assert line.startswith("dlrun: error: --host 0.0.0.0: dlrun ui has no logins")
 
 
+@pytest.mark.slow  # a second server start (~55 s); the refusal above stays in the default suite
 def test_ui_with_no_auth_warns_and_serves_the_url_it_prints(tmp_path: Path) -> None:
     uri = local_store(tmp_path)
     err = tmp_path / "ui.stderr"
@@ -485,6 +478,7 @@ def server_outage(team_server: TeamServer, folder: Path, seconds: float) -> None
         assert (files / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # ~3 minutes on two busy cores; the six-minute one below is the issue's
 def test_runs_survive_a_short_outage_of_the_server(team_server: TeamServer, tmp_path: Path) -> None:
     server_outage(team_server, tmp_path, seconds=20)
 
