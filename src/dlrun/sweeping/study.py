@@ -97,11 +97,32 @@ def open_storage(url: str) -> Any:
         path = Path(url.removeprefix(JOURNAL))
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return rdb_storage(url)
+
+
+def rdb_storage(url: str, **kwargs: Any) -> Any:
+    """``optuna.storages.RDBStorage(url, **kwargs)``, made while other workers may be making it too.
+
+    Workers started together on a new database all create Optuna's tables; the losers of that race get an
+    IntegrityError (a version row already there) and simply open the tables the winner made.
+    """
+    import random
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Parallel trial jobs report intermediate values into the same file: wait for the lock, don't fail.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url)
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, OperationalError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random())  # noqa: S311 - spreading retries, not security
+    raise AssertionError("unreachable")
 
 
 def load_study(ref: StudyRef, pruner: Any = None) -> Any:
@@ -175,16 +196,8 @@ def open_leased(url: str, lease: Lease, on_stale: Callable[[Any, Any], None] | N
         path = Path(url.removeprefix(JOURNAL))
         path.parent.mkdir(parents=True, exist_ok=True)
         return journal_leases()(path, lease, on_stale)
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=lease.interval,
-        grace_period=lease.grace,
-        heartbeat_stale_trial_callback=on_stale,
-        **kwargs,
+    return rdb_storage(
+        url, heartbeat_interval=lease.interval, grace_period=lease.grace, heartbeat_stale_trial_callback=on_stale
     )
 
 
