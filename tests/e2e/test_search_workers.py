@@ -24,6 +24,12 @@ KILL = [
     "+callbacks.kill.trial=${oc.select:trial.number,null}",
 ]
 STORAGES = {"sqlite": "sqlite:///optuna.db", "journal": "journal://study.log"}
+# A PostgreSQL database for Optuna, when one is at hand (dlrun's CI has none): DLRUN_TEST_POSTGRES_URL=postgresql://...
+POSTGRES = os.environ.get("DLRUN_TEST_POSTGRES_URL")
+if POSTGRES:
+    STORAGES["postgresql"] = POSTGRES
+ON = [pytest.param(k, marks=pytest.mark.skipif(k == "postgresql" and not POSTGRES, reason="no DLRUN_TEST_POSTGRES_URL"))
+      for k in ("sqlite", "journal", "postgresql")]  # fmt: skip
 
 
 def search(folder: Path, storage: str, n_trials: int, *extra: str) -> list[str]:
@@ -32,7 +38,7 @@ def search(folder: Path, storage: str, n_trials: int, *extra: str) -> list[str]:
         "-m",
         "hydra/sweeper=optuna",
         "hydra.sweeper.direction=maximize",
-        "hydra.sweeper.study_name=w",
+        f"hydra.sweeper.study_name={folder.name}",  # one database may hold the studies of several tests
         f"hydra.sweeper.storage={STORAGES[storage]}",
         f"hydra.sweeper.n_trials={n_trials}",
         "hydra.sweeper.sampler.seed=0",
@@ -59,7 +65,8 @@ def load(folder: Path, storage: str):
 
     from dlrun.sweeping.study import open_storage, storage_url
 
-    return optuna.load_study(study_name="w", storage=open_storage(storage_url(STORAGES[storage], None, folder)))
+    url = storage_url(STORAGES[storage], None, folder)
+    return optuna.load_study(study_name=folder.name, storage=open_storage(url))
 
 
 def together(*jobs: tuple[list[str], Path, dict | None]) -> list[Result]:
@@ -99,7 +106,7 @@ def check_records(folder: Path, storage: str, n_trials: int) -> tuple[list, dict
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+@pytest.mark.parametrize("storage", ON)
 def test_two_workers_started_together_finish_n_trials_under_one_parent(tmp_path: Path, storage: str) -> None:
     args = search(tmp_path, storage, 4)
     first, second = together((args, tmp_path, None), (args, tmp_path, None))
@@ -115,7 +122,7 @@ def test_two_workers_started_together_finish_n_trials_under_one_parent(tmp_path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+@pytest.mark.parametrize("storage", ON)
 def test_a_worker_killed_mid_trial_leaves_the_other_to_fail_its_trial_and_finish(tmp_path: Path, storage: str) -> None:
     args = search(tmp_path, storage, 3)
     killed, survivor = together(([*args, *KILL], tmp_path, ENV), (args, tmp_path, ENV))
@@ -128,9 +135,10 @@ def test_a_worker_killed_mid_trial_leaves_the_other_to_fail_its_trial_and_finish
     assert dead.info.status == "FAILED" and "stopped during this trial" in dead.data.tags["dlrun.error"]
     assert {runs[t.number].info.status for t in trials if t is not failed[0]} == {"FINISHED"}
     assert "stopped during this trial" in survivor.stdout  # the survivor's table shows why
-    assert "study w: 4 trials: 3 COMPLETE, 0 PRUNED, 1 FAIL" in survivor.stdout
+    assert f"study {tmp_path.name}: 4 trials: 3 COMPLETE, 0 PRUNED, 1 FAIL" in survivor.stdout
 
 
+@pytest.mark.slow
 def test_k_workers_on_this_machine_share_the_search(tmp_path: Path) -> None:
     result = dlrun(search(tmp_path, "sqlite", 4, "hydra.sweeper.workers=2"), tmp_path)
     assert result.returncode == 0, result.describe()
@@ -143,4 +151,4 @@ def test_k_workers_on_this_machine_share_the_search(tmp_path: Path) -> None:
     ours = {int(n) for n in re.findall(r"\+trial\.number=(\d+)", result.stdout)}
     assert theirs and ours and theirs.isdisjoint(ours) and theirs | ours == set(runs), (theirs, ours)
     assert {Path(r.data.tags["dlrun.output_dir"]).parent for r in runs.values()} == {logs[0].parent.parent}
-    assert "study w: 4 trials: 4 COMPLETE" in result.stdout  # worker 0's table: the whole study
+    assert f"study {tmp_path.name}: 4 trials: 4 COMPLETE" in result.stdout  # worker 0's table: the whole study

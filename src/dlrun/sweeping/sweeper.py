@@ -345,10 +345,16 @@ class OptunaSearch:
                 time.sleep(min(self.lease.interval, 5))
                 continue
             waiting = False
-            trials = self._admitted(study, [self._ask(study, space) for _ in range(min(batch, free))])
-            if not trials:
-                continue
-            failures += self._launch(study, ref, space, trials)
+            with contextlib.ExitStack() as leases:
+                asked = []
+                for _ in range(min(batch, free)):
+                    asked.append(self._ask(study, space))
+                    # The lease starts with the trial: a worker stopped any later leaves a trial others can fail.
+                    leases.enter_context(optuna_heartbeat(study, asked[-1]))
+                trials = self._admitted(study, asked)
+                if not trials:
+                    continue
+                failures += self._launch(study, ref, space, trials)
             launched += len(trials)
             if failures and failures / launched > self.max_failure_rate:
                 print(
@@ -377,15 +383,12 @@ class OptunaSearch:
         return kept
 
     def _launch(self, study: Any, ref: StudyRef, space: SearchSpace, trials: list[Any]) -> int:
-        """Run ``trials`` as one launcher batch under their heartbeats, tell their outcomes; how many failed."""
+        """Run ``trials`` as one launcher batch, tell their outcomes; how many failed."""
         numbers = [t.number for t in trials]
         consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
         first = numbers[0] if consecutive else self.job_idx  # job number = trial number where it can be
         overrides = [trial_overrides(t.params, space.fixed) + trial_keys(ref, t.number) for t in trials]
-        with contextlib.ExitStack() as leases:
-            for trial in trials:
-                leases.enter_context(optuna_heartbeat(study, trial))
-            returns = self.launcher.launch(overrides, initial_job_idx=first)
+        returns = self.launcher.launch(overrides, initial_job_idx=first)
         self.job_idx = first + len(returns)
         failures = 0
         for trial, ret in zip(trials, returns, strict=True):
