@@ -300,11 +300,14 @@ class OptunaSearch:
             flush=True,
         )
         helpers = self._start_workers() if self.workers > 1 and todo > 1 else []
+        from dlrun.sweeping.workers import stop_workers, wait_workers
+
         try:
             self._run_trials(study, ref, space, batch)
+        except BaseException:
+            stop_workers(helpers)  # interrupted or broken: the workers this command started stop with it
+            raise
         finally:
-            from dlrun.sweeping.workers import wait_workers
-
             for line in wait_workers(helpers):
                 print(f"study {ref.name}: {line}", flush=True)
         self._save_results(study)

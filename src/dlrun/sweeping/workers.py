@@ -10,6 +10,7 @@ any other way (another terminal, another machine, a SLURM array task) join the s
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,6 +67,13 @@ def start_workers(config: Any, count: int, sweep_dir: Path, threads: int | None)
             )
         workers.append(Worker(index, process, log))
     return workers
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    """Interrupt the workers still running (as Ctrl-C would): this command stopped, so do they."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGINT)
 
 
 def wait_workers(workers: list[Worker]) -> list[str]:
