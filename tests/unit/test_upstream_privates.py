@@ -295,7 +295,7 @@ def test_mlflow_loggers_dlrun_quiets() -> None:
 
 
 def test_optuna_trial_handle() -> None:
-    """Pruning reports and orphan clean-up (sweeping/) act on a stored trial through a live handle."""
+    """Pruning reports (sweeping/callback.py) act on a stored trial through a live handle."""
     import optuna
 
     study = optuna.create_study()
