@@ -7,6 +7,7 @@ Real ``dlrun`` processes, real SQLite and journal-file studies, a real MLflow st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -152,3 +153,34 @@ def test_k_workers_on_this_machine_share_the_search(tmp_path: Path) -> None:
     assert theirs and ours and theirs.isdisjoint(ours) and theirs | ours == set(runs), (theirs, ours)
     assert {Path(r.data.tags["dlrun.output_dir"]).parent for r in runs.values()} == {logs[0].parent.parent}
     assert f"study {tmp_path.name}: 4 trials: 4 COMPLETE" in result.stdout  # worker 0's table: the whole study
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_the_command_started(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import dlrun_env
+
+    # Trials of 3 epochs of 400 batches: the study cannot be done before the interrupt has reached everyone.
+    args = search(tmp_path, "sqlite", 6, "hydra.sweeper.workers=2", "trainer.limit_train_batches=400")
+    args = [*args, "trainer.max_epochs=3"]
+    command = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", *args], cwd=tmp_path, env=dlrun_env(), stdout=subprocess.PIPE, text=True
+    )
+    deadline, training = time.monotonic() + 240, 0
+    while time.monotonic() < deadline and training < 2:
+        time.sleep(1)  # until both workers train a trial (a trial's run id is on it once its training starts)
+        if (tmp_path / "optuna.db").exists():
+            with contextlib.suppress(Exception):  # the study may not exist yet
+                training = sum("mlflow_run_id" in t.user_attrs for t in load(tmp_path, "sqlite").trials)
+    assert training == 2, "the two workers never trained at the same time"
+    command.send_signal(signal.SIGINT)
+    out, _ = command.communicate(timeout=180)
+    logs = list(tmp_path.glob("multirun/*/*/workers/1.log"))
+    assert command.returncode == 130, out[-3000:]
+    assert "exited with 130" in out, out[-3000:] + logs[0].read_text()[-3000:]  # worker 1 was interrupted too
+    finished = [t for t in load(tmp_path, "sqlite").trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) < 6  # stopped, not run on to the end by a worker left behind
