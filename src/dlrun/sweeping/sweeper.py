@@ -22,8 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlrun import errors
 from dlrun._upstream import hydra_job_value, optuna_heartbeat
-from dlrun.errors import ConfigError, UserError
+from dlrun.errors import ConfigError, RunInterrupted, UserError
 from dlrun.sweeping.outcomes import JobFailed, JobPruned
 from dlrun.sweeping.pruners import build_pruner, pruner_spec
 from dlrun.sweeping.space import SearchSpace, search_space, trial_overrides
@@ -299,6 +300,7 @@ class OptunaSearch:
             f"{elsewhere}; running {todo}, {batch} at a time{slots}",
             flush=True,
         )
+        errors.received = None
         helpers = self._start_workers() if self.workers > 1 and todo > 1 else []
         from dlrun.sweeping.workers import stop_workers, wait_workers
 
@@ -331,6 +333,8 @@ class OptunaSearch:
         launched = failures = 0
         waiting = False
         while True:
+            if errors.received is not None:  # an interrupt whose exception a finalizer swallowed
+                raise RunInterrupted(errors.received)
             self._fail_stale(study, ref)
             finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
