@@ -327,7 +327,7 @@ def test_optuna_heartbeat_interface_and_thread(tmp_path: Path) -> None:
     trial = study.ask()
     with _upstream.optuna_heartbeat(study, trial):  # one heartbeat at least, then none
         pass
-    time.sleep(1.5)
+    time.sleep(2.5)  # SQLite's CURRENT_TIMESTAMP, the heartbeats' clock, counts whole seconds
     optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state.name == "FAIL", moved("get_heartbeat_thread", "workers' leases", "records nothing")
 
