@@ -146,6 +146,21 @@ def optuna_trial(study: Any, frozen: Any) -> Any:
     return optuna.trial.Trial(study, frozen._trial_id)
 
 
+def optuna_heartbeat_base() -> type:
+    """The interface a storage implements to hold trials by heartbeat (``optuna.storages._heartbeat.BaseHeartbeat``)."""
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return BaseHeartbeat
+
+
+def optuna_heartbeat(study: Any, trial: Any) -> Any:
+    """A context manager renewing ``trial``'s heartbeat while it runs (``get_heartbeat_thread``, as ``optimize``
+    does); does nothing on a storage without heartbeats."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
 # -- torch ----------------------------------------------------------------------------------------------
 
 COMPILE_PREFIX = "_orig_mod."  # what torch.compile wrappers add to state-dict keys

@@ -40,8 +40,15 @@ class RunInterrupted(BaseException):
         self.exit_code = 128 + signum
 
 
+# The last signal ``raise_interrupt`` turned into ``RunInterrupted``: Python drops an exception raised while it
+# runs a finalizer (a ``__del__`` or weakref callback, e.g. SQLAlchemy's), so long loops also check this.
+received: int | None = None
+
+
 def raise_interrupt(signum: int, frame: object) -> None:
     """Signal handler of the CLI and ``dlrun.run``: Ctrl-C and SIGTERM become ``RunInterrupted``."""
+    global received
+    received = signum
     raise RunInterrupted(signum)
 
 

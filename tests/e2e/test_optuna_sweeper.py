@@ -119,6 +119,9 @@ def killed_search_rerun(folder: Path) -> tuple:
         "hydra.sweeper.pruner.n_startup_trials=1",
         "optimizer.lr=choice(0.003,0.002,40.0)",
         "trainer.max_epochs=2",
+        # The killed search's lease on trial 1 runs out 2 s after its last heartbeat: long before the rerun looks.
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=2",
     )
     first = dlrun([*args, *kill_trial(1)], folder, env=ENV)
     after_first = states(folder) if (folder / "optuna.db").exists() else None
@@ -154,7 +157,7 @@ def test_a_killed_search_resumes_with_the_same_command_and_prunes_a_bad_trial(ea
     assert found[:2] == ["COMPLETE", "FAIL"] and sorted(found[2:]) == ["COMPLETE", "PRUNED"], found
     parent, runs, trials = check_one_child_per_trial(tmp_path)
     assert "stopped during this trial" in runs[1].data.tags["dlrun.error"]
-    assert "stopped during this trial" in trials[1].user_attrs["dlrun.error"]
+    assert "stopped during this trial" in second.stdout  # the table's error column, from the run
     pruned = next(t.number for t in trials if t.state.name == "PRUNED")
     complete = [t.number for t in trials if t.state.name == "COMPLETE"]
     assert trials[pruned].params["optimizer.lr"] == 40.0 and trials[0].params["optimizer.lr"] != 40.0
@@ -449,33 +452,6 @@ def test_seed_statistics_group_configurations_and_name_parent_metrics() -> None:
     assert metrics["model-mlp/test/acc_mean"] == pytest.approx(0.6)
     assert metrics["model-mlp/test/acc_std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
     assert seed_groups([JobRow(0, ["model=mlp"], "FINISHED", 1.0), JobRow(1, ["model=cnn"], "FINISHED", 1.0)], []) == []
-
-
-def test_a_trial_of_a_live_search_is_not_taken_for_an_orphan(tmp_path: Path) -> None:
-    import socket
-    import subprocess
-
-    import optuna
-
-    from dlrun.errors import UserError
-    from dlrun.sweeping.study import DRIVER_ATTR, StudyRef, _start_time, fail_orphans, live_driver, open_storage
-
-    ref = StudyRef(f"sqlite:///{tmp_path / 'optuna.db'}", "live")
-    assert live_driver(ref) is None and not (tmp_path / "optuna.db").exists()  # no study: nothing created
-    other = subprocess.Popen(["sleep", "60"])  # stands in for another search process on this host
-    try:
-        driver = f"{socket.gethostname()}:{other.pid}:{_start_time(other.pid)}"
-        made = optuna.create_study(study_name="live", storage=open_storage(ref.storage))
-        made.ask().set_user_attr(DRIVER_ATTR, driver)
-        assert live_driver(ref) == driver
-        with pytest.raises(UserError, match=f"being searched by process {other.pid} on this host"):
-            fail_orphans(made, "x")
-    finally:
-        other.kill()
-        other.wait()
-    assert live_driver(ref) is None
-    assert fail_orphans(made, "gone") == [0]
-    assert made.trials[0].state.name == "FAIL" and made.trials[0].user_attrs["dlrun.error"] == "gone"
 
 
 def test_job_outcomes_become_trial_states() -> None:

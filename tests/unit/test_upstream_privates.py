@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import time
 from pathlib import Path
 
 import pytest
@@ -309,7 +310,7 @@ def test_mlflow_loggers_dlrun_quiets() -> None:
 
 
 def test_optuna_trial_handle() -> None:
-    """Pruning reports and orphan clean-up (sweeping/) act on a stored trial through a live handle."""
+    """Pruning reports (sweeping/callback.py) act on a stored trial through a live handle."""
     import optuna
 
     study = optuna.create_study()
@@ -318,6 +319,32 @@ def test_optuna_trial_handle() -> None:
     _upstream.optuna_trial(study, stored).set_user_attr("dlrun.x", 1)
     assert study.get_trials()[0].user_attrs == {"dlrun.x": 1}
     assert stored.number == frozen.number
+
+
+def test_optuna_heartbeat_interface_and_thread(tmp_path: Path) -> None:
+    """Workers' leases on trials (sweeping/study.py, sweeper.py): journal files implement Optuna's heartbeat
+    interface, and a worker renews its trials' heartbeats with Optuna's own thread, as ``optimize`` does."""
+    import optuna
+
+    base = _upstream.optuna_heartbeat_base()
+    abstract = set(getattr(base, "__abstractmethods__", ()))
+    expected = {
+        "record_heartbeat",
+        "_get_stale_trial_ids",
+        "get_heartbeat_interval",
+        "get_heartbeat_stale_trial_callback",
+    }
+    assert abstract == expected, moved(
+        "optuna.storages._heartbeat.BaseHeartbeat", "journal leases", f"now asks {abstract}"
+    )
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    with _upstream.optuna_heartbeat(study, trial):  # one heartbeat at least, then none
+        pass
+    time.sleep(2.5)  # SQLite's CURRENT_TIMESTAMP, the heartbeats' clock, counts whole seconds
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state.name == "FAIL", moved("get_heartbeat_thread", "workers' leases", "records nothing")
 
 
 # -- torch ----------------------------------------------------------------------------------------------

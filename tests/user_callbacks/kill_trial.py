@@ -14,10 +14,10 @@ import pytorch_lightning as pl
 
 
 class KillDuringTrial(pl.Callback):
-    """SIGKILL this process after the first training step, when this job is trial ``at_trial``."""
+    """SIGKILL this process after the first training step, when this job is trial ``at_trial`` (``any``: any trial)."""
 
-    def __init__(self, at_trial: int, trial: int | None = None) -> None:
-        self.kill = trial is not None and trial == at_trial
+    def __init__(self, at_trial: int | str, trial: int | None = None) -> None:
+        self.kill = trial is not None and at_trial in (trial, "any")
 
     def on_train_batch_end(self, *args: object, **kwargs: object) -> None:
         """Kill at once: no handler, no cleanup, no status written."""

@@ -6,7 +6,14 @@ A trial job learns which trial it is from the keys the sweeper adds to its confi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+
+def sweep_dir(hydra_cfg: Any) -> Path:
+    """The sweep's directory, absolute (relative ``hydra.sweep.dir`` is taken from the launch directory)."""
+    folder = Path(str(hydra_cfg.sweep.dir))
+    return folder if folder.is_absolute() else Path(str(hydra_cfg.runtime.cwd)) / folder
 
 
 def optimized_metric(cfg: Any, monitor: str | None = None) -> str | None:

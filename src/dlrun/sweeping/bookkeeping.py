@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun._upstream import hydra_job_value
 from dlrun.errors import UserError
+from dlrun.sweeping import sweep_dir
 from dlrun.sweeping.outcomes import JobFailed, JobPruned
 from dlrun.sweeping.table import JobRow, best_row, common_overrides, sweep_table, table_text
 from dlrun.tracking.identity import CONFIG_HASH_TAG, config_hash, newest_run
@@ -62,19 +63,16 @@ class Sweep:
     def save(self, folder: Path) -> None:
         """Write ``dlrun_sweep.json`` into the sweep directory."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / SWEEP_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        # Workers sharing a sweep directory write the same file: replace it whole, never half-written.
+        partial = folder / f"{SWEEP_FILE}.{uuid.uuid4().hex[:8]}"
+        partial.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        partial.replace(folder / SWEEP_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> Sweep | None:
         """Read ``dlrun_sweep.json`` from the sweep directory, if there."""
         path = folder / SWEEP_FILE
         return cls(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
-
-
-def sweep_dir(hydra_cfg: DictConfig) -> Path:
-    """The sweep's directory, absolute (relative ``hydra.sweep.dir`` is taken from the launch directory)."""
-    folder = Path(str(hydra_cfg.sweep.dir))
-    return folder if folder.is_absolute() else Path(str(hydra_cfg.runtime.cwd)) / folder
 
 
 def _is_multirun(hydra_cfg: DictConfig) -> bool:
@@ -190,7 +188,7 @@ class SweepCallback(Callback):
         from dlrun.sweeping.sweeper import check_search
 
         try:
-            check_search(config)
+            search = check_search(config)
         except UserError:
             return  # the sweeper, built next, stops with this error: no parent run for a search that cannot start
         sweep = Sweep(sweep_id=uuid.uuid4().hex[:12])
@@ -199,22 +197,21 @@ class SweepCallback(Callback):
                 from dlrun.logs import quiet_third_party
 
                 with quiet_third_party():  # a new store's "Creating initial MLflow database tables" lines
-                    self._open_parent(config, sweep)
+                    self._open_parent(config, sweep, search.direction if search is not None else None)
         finally:
             # Even without a parent (store unreachable: each job then fails fast, saying why) the jobs
             # must find the sweep, so that their outcomes reach the table and the exit code.
             sweep.save(sweep_dir(config.hydra))
             self.sweep = sweep
 
-    def _open_parent(self, config: DictConfig, sweep: Sweep) -> None:
+    def _open_parent(self, config: DictConfig, sweep: Sweep, direction: str | None) -> None:
+        """Create the parent run, or continue the study's: one parent per study, however many workers start it."""
         import dlrun
-        from dlrun.sweeping.study import live_driver, study_ref
+        from dlrun.sweeping.study import study_ref
         from dlrun.tracking.run import TrackedRun
         from dlrun.tracking.store import get_or_create_experiment, resolve_uri
 
         study = study_ref(config)
-        if study is not None and live_driver(study):
-            return  # another search runs this study: its parent is not ours to touch (the sweeper stops, saying so)
         cwd = Path(str(config.hydra.runtime.cwd))
         client, uri = _client(config.tracking.uri, cwd)
         choices = config.hydra.runtime.choices
@@ -234,27 +231,39 @@ class SweepCallback(Callback):
             "mlflow.source.name": "dlrun",
             "mlflow.source.type": "LOCAL",
         }
-        earlier = study_parent(client, experiment_id, study.key) if study else None
-        if earlier is not None:  # the same study continued: the same parent run, continued
-            sweep.sweep_id = tags[SWEEP_ID_TAG] = earlier.data.tags.get(SWEEP_ID_TAG, sweep.sweep_id)
-            client.update_run(earlier.info.run_id, status="RUNNING")
-            parent = TrackedRun(client, earlier.info.run_id, experiment_id, uri)
-            parent.set_tags(tags)
-            # MLflow refuses to change a param: a changed argument (n_trials=40) shows in dlrun.sweep_args only.
-            parent.log_params({k: v for k, v in sweep_params(config).items() if k not in earlier.data.params})
-        else:
+
+        def create() -> str:
             if study:
                 from dlrun.sweeping.recover import STUDY_TAG
 
                 tags[STUDY_TAG] = study.key
             created = client.create_run(experiment_id, run_name=f"{name}-{'search' if study else 'sweep'}", tags=tags)
-            parent = TrackedRun(client, created.info.run_id, experiment_id, uri)
-            parent.log_params(sweep_params(config))
+            TrackedRun(client, created.info.run_id, experiment_id, uri).log_params(sweep_params(config))
+            return created.info.run_id
+
+        if study is None:
+            run_id, made = create(), True
+        else:
+            from dlrun.sweeping.study import shared_parent
+
+            def find() -> str | None:
+                earlier = study_parent(client, experiment_id, study.key)
+                return earlier.info.run_id if earlier is not None else None
+
+            run_id, made = shared_parent(study, str(direction), find, create)
+        parent = TrackedRun(client, run_id, experiment_id, uri)
+        if not made:  # the same study continued, or searched by another worker: the same parent run
+            earlier = client.get_run(run_id)
+            sweep.sweep_id = tags[SWEEP_ID_TAG] = earlier.data.tags.get(SWEEP_ID_TAG, sweep.sweep_id)
+            client.update_run(run_id, status="RUNNING")
+            parent.set_tags(tags)
+            # MLflow refuses to change a param: a changed argument (n_trials=40) shows in dlrun.sweep_args only.
+            parent.log_params({k: v for k, v in sweep_params(config).items() if k not in earlier.data.params})
         sweep.parent_run_id, sweep.tracking_uri, sweep.experiment_id = parent.run_id, uri, experiment_id
         self._closed = False
         # A sweeper that crashes skips on_multirun_end: do not leave the parent RUNNING forever.
         atexit.register(self._close_if_open)
-        again = " (continued)" if earlier is not None else ""
+        again = " (continued)" if not made else ""
         print(f"sweep {sweep.sweep_id}: parent run {parent.run_id}{again} in experiment '{experiment}'", flush=True)
 
     # ---- the job's own process (main, joblib worker or cluster node)

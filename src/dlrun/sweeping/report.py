@@ -12,7 +12,7 @@ import yaml
 from omegaconf import DictConfig
 
 from dlrun.sweeping.recover import TRIAL_TAG, trial_runs
-from dlrun.sweeping.study import ERROR_ATTR, RUN_ATTR, StudyRef, load_study
+from dlrun.sweeping.study import ERROR_ATTR, RUN_ATTR, UNUSED_ATTR, StudyRef, load_study
 from dlrun.sweeping.table import JobRow, best_row
 
 # Groups a rerun does not repeat: the machine's places, and the search itself.
@@ -44,6 +44,8 @@ def study_rows(ref: StudyRef, sweep: Any) -> list[JobRow]:
     runs = _runs_by_trial(ref, sweep.tracking_uri if sweep.parent_run_id else None)
     rows = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if UNUSED_ATTR in trial.user_attrs:  # asked by a worker and given back unrun: nothing to show
+            continue
         run = runs.get(str(trial.number))
         value = trial.value
         if value is None and trial.intermediate_values:  # PRUNED: its last reported value
@@ -56,7 +58,8 @@ def study_rows(ref: StudyRef, sweep: Any) -> list[JobRow]:
                 status=trial.state.name,
                 value=value,
                 run_id=run.info.run_id if run is not None else trial.user_attrs.get(RUN_ATTR),
-                error=trial.user_attrs.get(ERROR_ATTR),
+                # A trial failed for its stopped worker by another has the reason on its run only.
+                error=trial.user_attrs.get(ERROR_ATTR) or (run.data.tags.get("dlrun.error") if run else None),
                 output_dir=run.data.tags.get("dlrun.output_dir") if run is not None else None,
                 pruned_epoch=int(pruned) if pruned else None,
             )

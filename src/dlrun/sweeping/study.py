@@ -1,30 +1,33 @@
-"""Where an Optuna study lives (storage URL and name), opening it, and telling which of its trials were orphaned.
+"""Where an Optuna study lives (storage URL and name), opening it, and the leases by which workers hold trials.
 
 The study is persistent by default: ``optuna.db`` (SQLite) beside the MLflow store's SQLite file, else in
 the working directory. ``hydra.sweeper.storage`` may name any Optuna storage URL instead, or
 ``journal:///ABS/PATH`` (``journal://REL/PATH``) for Optuna's journal file, the choice for clusters whose
-nodes share a file system but where SQLite's locking is unreliable (NFS).
+nodes share a file system but where SQLite's locking is unreliable (NFS). Any number of search processes
+(workers, on any hosts) may share one study: a worker renews a heartbeat on the trials it runs, and whoever
+finds a trial whose heartbeat stopped marks it FAIL (``fail_stale``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlrun._upstream import optuna_trial
 from dlrun.errors import ConfigError, UserError
 
 DEFAULT_FILE = "optuna.db"
 JOURNAL = "journal://"
 # Trial user attributes dlrun keeps (visible in `optuna-dashboard` and `study.trials_dataframe()`).
-DRIVER_ATTR = "dlrun.driver"  # host:pid:start of the search process that launched the trial
 RUN_ATTR = "mlflow_run_id"  # the trial's MLflow run
 ERROR_ATTR = "dlrun.error"  # why a trial FAILED
 PRUNER_ATTR = "dlrun.pruner"  # study attribute: the pruner's name and settings, rebuilt by each trial job
+UNUSED_ATTR = "dlrun.unused"  # a trial told FAIL without running: other workers had already taken n_trials
+PARENT_ATTR = "dlrun.parent_run_id"  # study attribute: the search's MLflow parent run, shared by all its workers
 # Config keys the sweeper adds to each trial job (as `+trial.KEY=...` overrides): how a job finds its trial.
 TRIAL_KEYS = ("study", "storage", "number")
 
@@ -94,11 +97,32 @@ def open_storage(url: str) -> Any:
         path = Path(url.removeprefix(JOURNAL))
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return rdb_storage(url)
+
+
+def rdb_storage(url: str, **kwargs: Any) -> Any:
+    """``optuna.storages.RDBStorage(url, **kwargs)``, made while other workers may be making it too.
+
+    Workers started together on a new database all create Optuna's tables; the losers of that race get an
+    IntegrityError (a version row already there) and simply open the tables the winner made.
+    """
+    import random
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Parallel trial jobs report intermediate values into the same file: wait for the lock, don't fail.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url)
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, OperationalError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random())  # noqa: S311 - spreading retries, not security
+    raise AssertionError("unreachable")
 
 
 def load_study(ref: StudyRef, pruner: Any = None) -> Any:
@@ -111,84 +135,120 @@ def load_study(ref: StudyRef, pruner: Any = None) -> Any:
         raise UserError(f"trial.study: no study {ref.name!r} in {ref.storage}") from err
 
 
-# ---- the search process that launched a trial, and whether it is still alive
+def shared_parent(
+    ref: StudyRef, direction: str, find: Callable[[], str | None], create: Callable[[], str], wait: float = 60.0
+) -> tuple[str, bool]:
+    """The study's one MLflow parent run, whichever worker starts first: (run id, True if made here).
 
-
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), so that a reused pid is not mistaken for it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def this_driver() -> str:
-    """``host:pid:start`` of this process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def driver_alive(driver: str) -> bool:
-    """True when ``driver`` (``host:pid:start``) is a live process on this host; False when it is gone.
-
-    A driver on another host cannot be checked: dlrun takes one search command per study at a time,
-    so it is taken for gone.
+    Creating the study is the race's referee (a storage refuses a second study of the same name): its
+    creator makes the parent (``create``) and names it on the study (``dlrun.parent_run_id``); every other
+    worker waits for that name. A study from before dlrun named parents there takes ``find()`` or a new one.
     """
-    host, _, rest = driver.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not start or _start_time(int(pid_text)) == start
-
-
-def live_driver(ref: StudyRef) -> str | None:
-    """``host:pid:start`` of a live search process with a trial RUNNING in study ``ref``; None if there is none."""
-    for prefix in ("sqlite:///", JOURNAL):
-        if ref.storage.startswith(prefix) and not Path(ref.storage.removeprefix(prefix)).is_file():
-            return None  # no study yet: nothing can be running in it
     import optuna
-    from optuna.trial import TrialState
 
+    storage = open_storage(ref.storage)
     try:
-        study = optuna.load_study(study_name=ref.name, storage=open_storage(ref.storage))
-    except KeyError:
-        return None
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        driver = str(trial.user_attrs.get(DRIVER_ATTR, ""))
-        if driver and driver_alive(driver):
-            return driver
-    return None
+        study = optuna.create_study(storage=storage, study_name=ref.name, direction=direction)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=ref.name, storage=storage)
+    else:
+        run_id = create()
+        study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id, True
+    deadline = time.monotonic() + wait
+    # A new study's creator names the parent within moments; one with trials and no name predates the attribute.
+    while not study.user_attrs.get(PARENT_ATTR) and not study.trials and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if study.user_attrs.get(PARENT_ATTR):
+        return str(study.user_attrs[PARENT_ATTR]), False
+    found = find()
+    run_id = found or create()
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id, found is None
 
 
-def orphaned_trials(study: Any) -> list[Any]:
-    """RUNNING trials whose search process is gone (killed, crashed); refuses if a live one still runs trials."""
+# ---- leases: a trial is owned by the worker that renews its heartbeat, wherever that worker runs
+
+
+@dataclass(frozen=True)
+class Lease:
+    """How a worker holds its trials: a heartbeat every ``interval`` s; a trial silent for ``grace`` s is stale."""
+
+    interval: int
+    grace: int
+
+
+def open_leased(url: str, lease: Lease, on_stale: Callable[[Any, Any], None] | None = None) -> Any:
+    """``open_storage(url)`` with heartbeats (``fail_stale_trials`` then finds trials whose worker stopped).
+
+    RDB storages (SQLite, PostgreSQL, MySQL) keep Optuna's own heartbeat table, timed by the database;
+    Optuna's journal storage has no heartbeat, so a journal file gets ``JournalLeases`` (a timestamp per
+    trial, written into the journal: the hosts sharing it need synchronized clocks, NTP).
+    ``on_stale(study, frozen_trial)`` runs in the process that marked a stale trial FAIL.
+    """
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    if url.startswith(JOURNAL):
+        path = Path(url.removeprefix(JOURNAL))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return journal_leases()(path, lease, on_stale)
+    return rdb_storage(
+        url, heartbeat_interval=lease.interval, grace_period=lease.grace, heartbeat_stale_trial_callback=on_stale
+    )
+
+
+HEARTBEAT_ATTR = "dlrun:heartbeat"  # a journal trial's system attribute: the time of its worker's last heartbeat
+
+
+@functools.cache
+def journal_leases() -> type:
+    """``JournalLeases``: Optuna's journal-file storage with the heartbeat interface its RDB storage has."""
+    import time
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
-    orphans = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        driver = str(trial.user_attrs.get(DRIVER_ATTR, ""))
-        if driver and driver_alive(driver):
-            pid = driver.split(":")[1]
-            raise UserError(
-                f"hydra.sweeper.study_name: study {study.study_name!r} is being searched by process {pid} on this "
-                f"host (trial {trial.number} is running); wait for it or stop it, then run this command again"
-            )
-        orphans.append(trial)
-    return orphans
+    from dlrun._upstream import optuna_heartbeat_base
+
+    class JournalLeases(optuna.storages.JournalStorage, optuna_heartbeat_base()):
+        """A journal file whose RUNNING trials carry their worker's last heartbeat (``dlrun:heartbeat``)."""
+
+        def __init__(self, path: Path, lease: Lease, on_stale: Callable[[Any, Any], None] | None) -> None:
+            super().__init__(JournalFileBackend(str(path)))
+            self.lease, self.on_stale = lease, on_stale
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            """Renew the lease of a RUNNING trial (a trial already finished, by anyone, is left alone)."""
+            try:
+                self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            now = time.time()
+            running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            return [
+                self.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                for t in running
+                if now - float(t.system_attrs.get(HEARTBEAT_ATTR, now)) > self.lease.grace
+            ]
+
+        def get_heartbeat_interval(self) -> int | None:
+            return self.lease.interval
+
+        def get_heartbeat_stale_trial_callback(self) -> Callable[[Any, Any], None] | None:
+            return self.on_stale
+
+    return JournalLeases
 
 
-def fail_orphans(study: Any, reason: str) -> list[int]:
-    """Mark the orphaned RUNNING trials FAIL (user attr ``dlrun.error``); their numbers."""
-    from optuna.trial import TrialState
+def fail_stale(study: Any) -> None:
+    """Mark FAIL the RUNNING trials whose worker stopped renewing its lease (the storage's ``on_stale`` hears)."""
+    import optuna
 
-    numbers = []
-    for trial in orphaned_trials(study):
-        optuna_trial(study, trial).set_user_attr(ERROR_ATTR, reason)
-        study.tell(trial.number, state=TrialState.FAIL)
-        numbers.append(trial.number)
-    return numbers
+    optuna.storages.fail_stale_trials(study)

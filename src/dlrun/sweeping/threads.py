@@ -38,7 +38,8 @@ def launcher_parallelism(hydra_cfg: Any) -> int:
 
 
 def thread_budget(cfg: Any) -> int | None:
-    """``resources.threads`` if set; else None when ``OMP_NUM_THREADS`` is set (kept); else cores // parallel jobs."""
+    """``resources.threads`` if set; else None when ``OMP_NUM_THREADS`` is set (kept); else cores // parallel jobs
+    (the launcher's, times the search workers of ``hydra.sweeper.workers``)."""
     from omegaconf import OmegaConf
 
     chosen = OmegaConf.select(cfg, "resources.threads")
@@ -61,7 +62,10 @@ def _jobs_at_once() -> int:
     if not HydraConfig.initialized():
         return 1
     hydra_cfg = HydraConfig.get()
-    return launcher_parallelism(hydra_cfg) if hydra_cfg.mode == RunMode.MULTIRUN else 1
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return 1
+    workers = int((hydra_cfg.get("sweeper") or {}).get("workers") or 1)  # dlrun's Optuna sweeper's own processes
+    return launcher_parallelism(hydra_cfg) * workers
 
 
 def apply_thread_budget(cfg: Any) -> int:

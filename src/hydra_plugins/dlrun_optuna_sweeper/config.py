@@ -124,6 +124,9 @@ class DlrunOptunaSweeperConf:
     study_name: str | None = None  # null: the hparams_search preset's name, else the experiment's, else dlrun
     n_trials: int = 20  # finished trials (COMPLETE + PRUNED) the study should have: a rerun runs only the rest
     n_jobs: int | None = None  # trials launched together; null: as many as the launcher runs at once
+    workers: int = 1  # search processes on this machine sharing the study: asynchronous slots, one trial each
+    heartbeat_interval: int = 10  # s between a worker's heartbeats on the trials it runs (its lease)
+    grace_period: int | None = None  # s without a heartbeat before any worker marks the trial FAIL; null: 2x interval
     max_failure_rate: float = 0.0  # stop launching once this fraction of this run's trials failed
     params: dict[str, Any] | None = None  # the search space: key: choice(...) | range(...) | interval(...)
     custom_search_space: str | None = None  # dotted path of f(cfg, trial) that suggests more params
