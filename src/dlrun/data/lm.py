@@ -69,7 +69,7 @@ class LanguageModelDataModule(VocabularyState, DataModule):
         self.min_freq = min_freq
         self.max_size = max_size
         self.lowercase = lowercase
-        self._init_tokenizers(tokenizer, vocab_size, lowercase)
+        self.configure_tokenizers(tokenizer, vocab_size, lowercase)
         self.num_workers = num_workers
         self.seed = seed
         self.vocab: Vocabulary | None = None
@@ -87,7 +87,7 @@ class LanguageModelDataModule(VocabularyState, DataModule):
             if split not in self._lines:
                 self._lines[split] = [line for line in read_lines(path) if line.strip()]
             if split == "train":
-                self._fit_tokenizers({"vocab": self._lines[split]}, {"vocab": path})
+                self.fit_tokenizers({"vocab": self._lines[split]}, {"vocab": path})
             sentences = [tokens for tokens in self.tokenizer.tokenize_all(self._lines[split]) if tokens]
             if not sentences:
                 raise DataError(f"{path}: no words (empty file or only blank lines)")

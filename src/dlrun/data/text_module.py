@@ -85,7 +85,7 @@ class TextDataModule(VocabularyState, DataModule):
         self.min_freq = min_freq
         self.max_size = max_size
         self.lowercase = lowercase
-        self._init_tokenizers(tokenizer, vocab_size, lowercase)
+        self.configure_tokenizers(tokenizer, vocab_size, lowercase)
         self.sort_pool = sort_pool
         self.num_workers = num_workers
         self.seed = seed
@@ -125,7 +125,7 @@ class TextDataModule(VocabularyState, DataModule):
             sources, targets, self.dropped[split] = read_parallel(src_path, tgt_path)
         if split == "train":
             files = {"src_vocab": src_path, "tgt_vocab": tgt_path}
-            self._fit_tokenizers({"src_vocab": sources, "tgt_vocab": targets}, files)
+            self.fit_tokenizers({"src_vocab": sources, "tgt_vocab": targets}, files)
         src_tokenizer, tgt_tokenizer = self._tokenizers()
         src_tokens = src_tokenizer.tokenize_all(sources)
         tgt_tokens = tgt_tokenizer.tokenize_all(targets)

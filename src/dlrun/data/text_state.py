@@ -19,15 +19,15 @@ class VocabularyState:
 
     Mixed into a ``LightningDataModule``: ``state_dict`` goes into every checkpoint, ``load_state_dict``
     restores it before the model is sized, ``save_vocabularies`` writes ``<name>.txt`` files (and the
-    subword models). A subclass calls ``_init_tokenizers`` in its constructor, trains subword tokenizers on
-    its training split with ``_fit_tokenizers``, builds missing vocabularies in ``_build_vocabularies`` and
+    subword models). A subclass calls ``configure_tokenizers`` in its constructor, trains subword tokenizers on
+    its training split with ``fit_tokenizers``, builds missing vocabularies in ``_build_vocabularies`` and
     drops encodings in ``_vocabularies_changed``. A checkpoint's tokenizers win over the configured ones:
     its ids only mean something with the tokenizer that made them.
     """
 
     VOCABULARIES: tuple[str, ...] = ("vocab",)
 
-    def _init_tokenizers(self, kind: str, vocab_size: int, lowercase: bool) -> None:
+    def configure_tokenizers(self, kind: str, vocab_size: int, lowercase: bool) -> None:
         """Check ``tokenizer`` and ``vocab_size``; words need no training, so their tokenizers are ready at once."""
         if kind not in TOKENIZERS:
             raise ValueError(f"tokenizer: must be one of {', '.join(TOKENIZERS)}, got {kind!r}")
@@ -38,7 +38,7 @@ class VocabularyState:
         if kind == "word":
             self.tokenizers = {name: WordTokenizer(lowercase) for name in self.VOCABULARIES}
 
-    def _fit_tokenizers(self, lines: Mapping[str, Sequence[str]], files: Mapping[str, str]) -> dict[str, Tokenizer]:
+    def fit_tokenizers(self, lines: Mapping[str, Sequence[str]], files: Mapping[str, str]) -> dict[str, Tokenizer]:
         """Train the missing subword tokenizers on the training ``lines`` of each vocabulary (read from ``files``)."""
         if self.tokenizers is None:
             fitted: dict[str, Tokenizer] = {}

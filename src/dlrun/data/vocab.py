@@ -82,4 +82,3 @@ class Vocabulary:
             if index not in (PAD_INDEX, BOS_INDEX):
                 tokens.append(self.itos[index])
         return tokens
-
