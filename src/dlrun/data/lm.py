@@ -1,8 +1,9 @@
-"""Data module for word-level language models: any text corpus as token streams read in windows."""
+"""Data module for language models: any text corpus as token streams (words or subword pieces) read in windows."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -13,8 +14,9 @@ from dlrun.data.errors import DataError, check_at_least
 from dlrun.data.samplers import whole_batch_loader
 from dlrun.data.streams import StreamWindows, WindowSampler, cut_streams
 from dlrun.data.text import read_lines
-from dlrun.data.tokenizer import detokenize, tokenize
-from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary, VocabularyState
+from dlrun.data.text_state import VocabularyState
+from dlrun.data.tokenizer import Tokenizer
+from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
 
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -23,8 +25,9 @@ _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",
 class LanguageModelDataModule(VocabularyState, DataModule):
     """Three text files (plain or .gz, UTF-8, one sentence per line) as streams of next-token windows.
 
-    Each split is tokenized (``lowercase``), encoded with the training split's vocabulary
-    (``min_freq``, ``max_size``; unknown words become ``<unk>``), joined into one stream with ``<eos>``
+    Each split is tokenized (``lowercase``; ``tokenizer``: ``word`` or a ``bpe``/``unigram`` model of
+    ``vocab_size`` pieces trained on the training split), encoded with the training split's vocabulary
+    (words: ``min_freq``, ``max_size``; unknown tokens become ``<unk>``), joined into one stream with ``<eos>``
     after every sentence (empty lines are skipped) and cut into ``batch_size`` parallel rows
     (``eval_batch_size`` for val/test) per rank; see ``dlrun.data.streams`` for the layout. Training
     windows are ``bptt`` tokens long, or of random length around it (``random_bptt``, drawn from
@@ -43,6 +46,8 @@ class LanguageModelDataModule(VocabularyState, DataModule):
         min_freq: int = 2,
         max_size: int | None = None,
         lowercase: bool = True,
+        tokenizer: Literal["word", "bpe", "unigram"] = "word",
+        vocab_size: int = 8000,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -64,10 +69,12 @@ class LanguageModelDataModule(VocabularyState, DataModule):
         self.min_freq = min_freq
         self.max_size = max_size
         self.lowercase = lowercase
+        self.configure_tokenizers(tokenizer, vocab_size, lowercase)
         self.num_workers = num_workers
         self.seed = seed
         self.vocab: Vocabulary | None = None
-        self._tokens: dict[str, list[list[str]]] = {}  # split -> tokenized sentences (read once)
+        self._lines: dict[str, list[str]] = {}  # split -> non-empty lines (read once)
+        self._tokens: dict[str, list[list[str]]] = {}  # split -> tokenized sentences
         self._ids: dict[str, torch.Tensor] = {}  # split -> encoded stream (N,)
 
     # ------------------------------------------------------------------ reading and encoding
@@ -77,17 +84,30 @@ class LanguageModelDataModule(VocabularyState, DataModule):
             raise ValueError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
         if split not in self._tokens:
             path = self.paths[split]
-            sentences = [tokens for line in read_lines(path) if (tokens := tokenize(line, self.lowercase))]
+            if split not in self._lines:
+                self._lines[split] = [line for line in read_lines(path) if line.strip()]
+            if split == "train":
+                self.fit_tokenizers({"vocab": self._lines[split]}, {"vocab": path})
+            sentences = [tokens for tokens in self.tokenizer.tokenize_all(self._lines[split]) if tokens]
             if not sentences:
                 raise DataError(f"{path}: no words (empty file or only blank lines)")
             self._tokens[split] = sentences
         return self._tokens[split]
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer of the corpus (a subword one trained on the training split first)."""
+        if self.tokenizers is None:
+            self._sentences("train")
+        assert self.tokenizers is not None
+        return self.tokenizers["vocab"]
+
     def _build_vocabularies(self) -> None:
-        self.vocab = Vocabulary.build(self._sentences("train"), self.min_freq, self.max_size)
+        self.vocab = self.tokenizer.build_vocabulary(self._sentences("train"), self.min_freq, self.max_size)
 
     def _vocabularies_changed(self) -> None:
-        self._ids.clear()  # encoded with other ids; tokenized sentences stay cached
+        self._ids.clear()  # encoded with other ids; lines stay cached
+        self._tokens.clear()  # a restored tokenizer may split them differently
 
     def _vocab(self) -> Vocabulary:
         (vocab,) = self.vocabularies()
@@ -130,9 +150,9 @@ class LanguageModelDataModule(VocabularyState, DataModule):
         }
 
     def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
-        """Publish ``vocab/vocab.txt`` (one token per line, in id order) at once; no callbacks."""
-        path = self.save_vocab(run.output_dir / "vocab")
-        run.publish(path, "vocab")
+        """Publish ``vocab/vocab.txt`` and a subword ``tokenizer.model`` at once; no callbacks."""
+        for path in self.save_vocabularies(run.output_dir / "vocab"):
+            run.publish(path, "vocab")
         return []
 
     def data_files(self) -> dict[str, list[Path]]:
@@ -142,16 +162,15 @@ class LanguageModelDataModule(VocabularyState, DataModule):
     # ------------------------------------------------------------------ for generation and predict
     def encode(self, line: str) -> list[int]:
         """Ids of a line of text, tokenized as the corpus was (no ``<eos>`` added)."""
-        return self._vocab().encode(tokenize(line, self.lowercase))
+        return self._vocab().encode(self.tokenizer.tokenize(line))
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:
         """Text of ids: tokens up to the first ``<eos>``, detokenized."""
-        return detokenize(self._vocab().decode(ids))
+        return self.tokenizer.detokenize(self._vocab().decode(ids))
 
     def save_vocab(self, directory: str | Path) -> Path:
-        """Write ``vocab.txt`` (one token per line, in id order) into ``directory``."""
-        (path,) = self.save_vocabularies(directory)
-        return path
+        """Write ``vocab.txt`` (one token per line, in id order; and ``tokenizer.model``) into ``directory``."""
+        return self.save_vocabularies(directory)[0]
 
     # ------------------------------------------------------------------ dataloaders
     def _loader(self, split: str) -> DataLoader:

@@ -14,8 +14,9 @@ from dlrun.data.errors import DataError, check_at_least
 from dlrun.data.samplers import ordered_batches, whole_batch_loader
 from dlrun.data.text import read_parallel
 from dlrun.data.text_batching import BATCHING_MODES, Ragged, TextBatch, TextDataset, make_batch_sampler
-from dlrun.data.tokenizer import detokenize, tokenize
-from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary, VocabularyState
+from dlrun.data.text_state import VocabularyState
+from dlrun.data.tokenizer import Tokenizer
+from dlrun.data.vocab import BOS_INDEX, EOS_INDEX, PAD_INDEX, Vocabulary
 
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -24,12 +25,14 @@ _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",
 class TextDataModule(VocabularyState, DataModule):
     """Sentence pairs from six files (train/val/test x source/target), tokenized, encoded and batched.
 
-    Vocabularies come from the training split only. ``batching`` picks how training batches are
+    Tokenizers and vocabularies come from the training split only: ``tokenizer`` ``word`` splits words and
+    punctuation (vocabulary by ``min_freq``, ``max_size``), ``bpe``/``unigram`` train a subword model of
+    ``vocab_size`` pieces per side (``dlrun.data.subword``). ``batching`` picks how training batches are
     formed (see ``dlrun.data.text_batching``); ``sort_pool`` sets how many batches ``bucket`` sorts
     by length together (0: the whole split); ``max_tokens`` caps ``tokens`` batches (``batch_size`` does not apply
     there).
-    Validation and test batches hold ``batch_size`` pairs in file order. ``max_len`` (words) drops
-    longer training pairs and is the fixed width of ``padded``. ``max_size`` counts non-special tokens.
+    Validation and test batches hold ``batch_size`` pairs in file order. ``max_len`` (tokens: words or
+    pieces) drops longer training pairs and is the fixed width of ``padded``. ``max_size`` counts non-special tokens.
     """
 
     VOCABULARIES = ("src_vocab", "tgt_vocab")
@@ -49,6 +52,8 @@ class TextDataModule(VocabularyState, DataModule):
         min_freq: int = 2,
         max_size: int | None = None,
         lowercase: bool = True,
+        tokenizer: Literal["word", "bpe", "unigram"] = "word",
+        vocab_size: int = 8000,
         sort_pool: int = 0,
         num_workers: int = 0,
         seed: int = 0,
@@ -80,6 +85,7 @@ class TextDataModule(VocabularyState, DataModule):
         self.min_freq = min_freq
         self.max_size = max_size
         self.lowercase = lowercase
+        self.configure_tokenizers(tokenizer, vocab_size, lowercase)
         self.sort_pool = sort_pool
         self.num_workers = num_workers
         self.seed = seed
@@ -101,8 +107,9 @@ class TextDataModule(VocabularyState, DataModule):
             self._load("train")
         src_tokens, tgt_tokens = self._tokenized(split)
         if self.src_vocab is None or self.tgt_vocab is None:
-            self.src_vocab = Vocabulary.build(src_tokens, self.min_freq, self.max_size)
-            self.tgt_vocab = Vocabulary.build(tgt_tokens, self.min_freq, self.max_size)
+            src_tokenizer, tgt_tokenizer = self._tokenizers()
+            self.src_vocab = src_tokenizer.build_vocabulary(src_tokens, self.min_freq, self.max_size)
+            self.tgt_vocab = tgt_tokenizer.build_vocabulary(tgt_tokens, self.min_freq, self.max_size)
         src = Ragged.from_lists([self.src_vocab.encode(tokens) for tokens in src_tokens])
         tgt = Ragged.from_lists([self.tgt_vocab.encode(tokens) for tokens in tgt_tokens])
         pad_to = self.max_len if self.batching == "padded" else None
@@ -116,8 +123,12 @@ class TextDataModule(VocabularyState, DataModule):
             sources, targets = self._lines[split]
         else:
             sources, targets, self.dropped[split] = read_parallel(src_path, tgt_path)
-        src_tokens = [tokenize(line, self.lowercase) for line in sources]
-        tgt_tokens = [tokenize(line, self.lowercase) for line in targets]
+        if split == "train":
+            files = {"src_vocab": src_path, "tgt_vocab": tgt_path}
+            self.fit_tokenizers({"src_vocab": sources, "tgt_vocab": targets}, files)
+        src_tokenizer, tgt_tokenizer = self._tokenizers()
+        src_tokens = src_tokenizer.tokenize_all(sources)
+        tgt_tokens = tgt_tokenizer.tokenize_all(targets)
         if split == "train" and split not in self._lines:
             limit = self.max_len
             keep = [
@@ -142,6 +153,13 @@ class TextDataModule(VocabularyState, DataModule):
 
     def _vocabularies_changed(self) -> None:
         self._datasets.clear()  # encoded with other ids; raw lines stay cached
+
+    def _tokenizers(self) -> tuple[Tokenizer, Tokenizer]:
+        """Source and target tokenizers (subword ones trained on the training split first)."""
+        if self.tokenizers is None:
+            self._load("train")
+        assert self.tokenizers is not None
+        return self.tokenizers["src_vocab"], self.tokenizers["tgt_vocab"]
 
     def _vocabs(self) -> tuple[Vocabulary, Vocabulary]:
         src_vocab, tgt_vocab = self.vocabularies()
@@ -180,11 +198,11 @@ class TextDataModule(VocabularyState, DataModule):
         return self._lines[split][0]
 
     def detokenize(self, tokens: list[str]) -> str:
-        """Tokens (e.g. ``tgt_vocab.decode(ids)``) -> a sentence with natural punctuation spacing."""
-        return detokenize(tokens)
+        """Target tokens (e.g. ``tgt_vocab.decode(ids)``) -> plain text (natural punctuation spacing, pieces joined)."""
+        return self._tokenizers()[1].detokenize(tokens)
 
     def run_callbacks(self, run: RunContext) -> list[pl.Callback]:
-        """Publish the vocabularies as ``vocab/src_vocab.txt`` and ``vocab/tgt_vocab.txt``; no callbacks."""
+        """Publish ``vocab/src_vocab.txt``, ``vocab/tgt_vocab.txt`` (subword: ``*_tokenizer.model``), no callbacks."""
         for path in self.save_vocab(run.output_dir / "vocab"):
             run.publish(path, "vocab")
         return []
@@ -194,19 +212,19 @@ class TextDataModule(VocabularyState, DataModule):
         return {split: [Path(self.paths[split][0]), Path(self.paths[split][1])] for split in SPLITS}
 
     def source_batches(self, lines: list[str]) -> Any:
-        """Batches of typed source sentences (``ids`` map rows back to lines), encoded with the source vocabulary."""
+        """Batches of typed source sentences (``ids`` map rows back to lines), tokenized and encoded like the source."""
         from dlrun.data.text_input import source_batches
 
         if self.src_vocab is None:  # an old checkpoint without the data module's state: rebuild from the training files
             self.setup("fit")
-        return source_batches(lines, self.src_vocab, self.batch_size, self.lowercase)
+        return source_batches(lines, self.src_vocab, self.batch_size, tokenizer=self._tokenizers()[0])
 
     def decode_target(self, ids: list[int]) -> str:
         """Target token ids (stopping at ``<eos>``) -> a detokenized sentence."""
         return self.detokenize(self.tgt_vocab.decode(ids))
 
     def save_vocab(self, directory: str | Path) -> list[Path]:
-        """Write ``src_vocab.txt`` and ``tgt_vocab.txt`` (one token per line) into ``directory``."""
+        """Write ``src_vocab.txt`` and ``tgt_vocab.txt`` (one token per line), subword models too, in ``directory``."""
         return self.save_vocabularies(directory)
 
     def pad_fraction(self, split: str = "train", epoch: int = 0) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -83,50 +82,3 @@ class Vocabulary:
             if index not in (PAD_INDEX, BOS_INDEX):
                 tokens.append(self.itos[index])
         return tokens
-
-
-class VocabularyState:
-    """What a text data module checkpoints: its vocabularies, by attribute name (``VOCABULARIES``).
-
-    Mixed into a ``LightningDataModule``: ``state_dict`` goes into every checkpoint, ``load_state_dict``
-    restores it before the model is sized, ``save_vocabularies`` writes ``<name>.txt`` files. A subclass
-    builds missing vocabularies in ``_build_vocabularies`` and drops encodings in ``_vocabularies_changed``.
-    """
-
-    VOCABULARIES: tuple[str, ...] = ("vocab",)
-
-    def _build_vocabularies(self) -> None:
-        """Build every vocabulary from the training split."""
-        raise NotImplementedError
-
-    def _vocabularies_changed(self) -> None:
-        """Forget what was encoded with the previous vocabularies (raw text stays cached)."""
-
-    def vocabularies(self) -> list[Vocabulary]:
-        """The vocabularies in ``VOCABULARIES`` order, built from the training split if missing."""
-        if any(getattr(self, name) is None for name in self.VOCABULARIES):
-            self._build_vocabularies()
-        return [getattr(self, name) for name in self.VOCABULARIES]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Vocabularies as plain lists (empty before they exist), saved into Lightning checkpoints."""
-        if any(getattr(self, name) is None for name in self.VOCABULARIES):
-            return {}
-        return {name: getattr(self, name).to_list() for name in self.VOCABULARIES}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Use a checkpoint's vocabularies instead of building them (re-encoding loaded splits if they differ)."""
-        if not state_dict:
-            return
-        restored = {name: Vocabulary.from_list(state_dict[name]) for name in self.VOCABULARIES}
-        if any(vocab != getattr(self, name) for name, vocab in restored.items()):
-            for name, vocab in restored.items():
-                setattr(self, name, vocab)
-            self._vocabularies_changed()
-
-    def save_vocabularies(self, directory: str | Path) -> list[Path]:
-        """Write ``<name>.txt`` (one token per line, in id order) for every vocabulary into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        vocabs = self.vocabularies()
-        return [vocab.save(directory / f"{name}.txt") for name, vocab in zip(self.VOCABULARIES, vocabs, strict=True)]

@@ -13,7 +13,7 @@ from torchmetrics import Metric
 from dlrun._upstream import lightning_attached_trainer
 from dlrun.callbacks.progress import bar_shows_metrics, step_is_shown
 from dlrun.contracts import RunContext
-from dlrun.data.tokenizer import detokenize, tokenize
+from dlrun.data.tokenizer import WordTokenizer
 from dlrun.models.lm_sampling import continue_prompt
 from dlrun.models.rnn_lm import detach_state
 from dlrun.objectives.base import NetworkObjective
@@ -195,15 +195,15 @@ class LanguageModelObjective(NetworkObjective):
         """``(prompt, prompt and continuation)`` texts, ``per_prompt`` samples each (default ``samples_per_prompt``).
 
         Every prompt is read after ``<eos>`` (a sentence start), in eval mode, with a generator seeded by
-        ``sample_seed``, so the same weights give the same samples. ``datamodule`` supplies ``vocab``
-        and ``lowercase`` (the checkpoint's vocabulary).
+        ``sample_seed``, so the same weights give the same samples. ``datamodule`` supplies ``vocab`` (the
+        checkpoint's vocabulary) and ``tokenizer`` (or ``lowercase``, for words).
         """
         if (
             getattr(datamodule, "vocab", None) is None
         ):  # not restored from a checkpoint: build it from the training split
             datamodule.setup("fit")
         vocab = datamodule.vocab
-        lowercase = getattr(datamodule, "lowercase", True)
+        tokenizer = getattr(datamodule, "tokenizer", None) or WordTokenizer(getattr(datamodule, "lowercase", True))
         hp = self.hparams
         per_prompt = hp.samples_per_prompt if per_prompt is None else per_prompt
         generator = torch.Generator().manual_seed(hp.sample_seed)
@@ -212,7 +212,7 @@ class LanguageModelObjective(NetworkObjective):
         try:
             pairs = []
             for text in prompts:
-                words = tokenize(text, lowercase)
+                words = tokenizer.tokenize(text)
                 prompt_ids = [self.eos_index, *vocab.encode(words)]
                 for _ in range(per_prompt):
                     ids = continue_prompt(
@@ -225,7 +225,7 @@ class LanguageModelObjective(NetworkObjective):
                         generator,
                         self.device,
                     )
-                    pairs.append((detokenize(words), detokenize(words + vocab.decode(ids))))
+                    pairs.append((tokenizer.detokenize(words), tokenizer.detokenize(words + vocab.decode(ids))))
             return pairs
         finally:
             self.net.train(was_training)
