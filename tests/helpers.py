@@ -340,6 +340,12 @@ def early(job: Callable[[Path], Any]) -> Callable[[Path], Any]:
     return job
 
 
+def selected(session: Any) -> set[str]:
+    """Names of the test functions this session runs (after ``-m``/``-k``): module fixtures that start commands
+    for several tests start only those a selected test reads."""
+    return {getattr(item, "originalname", item.name) for item in session.items}
+
+
 def early_key(job: Callable[..., Any]) -> str:
     return f"{job.__module__}.{job.__qualname__}"
 

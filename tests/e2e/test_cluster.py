@@ -38,6 +38,10 @@ SLURM = {
     "SLURM_NODELIST": "localhost",
 }
 
+# two-node DDP, a requeued SLURM job and a SIGTERM resume: six dlrun processes (about 50 s of two cores);
+# tests/unit/test_cluster_env.py stays in the default suite
+pytestmark = pytest.mark.slow
+
 
 def history(uri: str, run_id: str, key: str) -> list[int]:
     """The steps at which ``key`` was recorded, in order."""

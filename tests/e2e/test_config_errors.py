@@ -197,8 +197,8 @@ def test_cfg_job_prints_the_config_without_running(tmp_path: Path) -> None:
 def test_cfg_job_with_shipped_preset(tmp_path: Path) -> None:
     cfg = print_job(["experiment=mnist_cnn"], tmp_path)
     assert cfg["model"]["_target_"] == "dlrun.models.cnn.CNN"
-    assert cfg["model"]["channels"] == [32, 64]
-    assert cfg["trainer"]["max_epochs"] == 12
+    assert cfg["model"]["channels"] == [32, 32, 64, 64] and cfg["model"]["batch_norm"] is True
+    assert cfg["trainer"]["max_epochs"] == 15
 
 
 def test_user_preset_in_working_directory(tmp_path: Path) -> None:

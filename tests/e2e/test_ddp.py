@@ -42,6 +42,7 @@ def accuracy(checkpoint: Path, split: str) -> float:
         return (net.eval()(normalize(images)).argmax(-1) == labels).float().mean().item()
 
 
+@pytest.mark.slow  # two DDP processes and a reference run (about 25 s); tests/e2e/test_cluster.py covers DDP too
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     ddp_dir.mkdir(), single_dir.mkdir()

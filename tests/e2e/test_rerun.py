@@ -24,6 +24,10 @@ TRAIN = [
 THREADS = {"OMP_NUM_THREADS": "1"}
 CHANGE = ("nn.GELU()", "nn.Tanh()")  # the uncommitted change to the project's model file
 
+# a training, a fresh clone and two reruns (about 50 s of two cores); tests/unit/test_rerun_check.py stays in the
+# default suite
+pytestmark = pytest.mark.slow
+
 
 def git(folder: Path, *args: str) -> str:
     done = subprocess.run(

@@ -263,6 +263,7 @@ def runs(argv: list[str]) -> None:
     assert runs_main(argv[1:]) == 0
 
 
+@pytest.mark.slow  # a training through the login onto PostgreSQL (~20 s); the refusals above stay in the default suite
 def test_a_client_trains_a_run_onto_the_server(team_server: TeamServer, postgres: Postgres, tmp_path: Path) -> None:
     result = dlrun_in_process(
         [f"tracking.uri={team_server.url}", *LIMITS, "tracking.experiment=team"], tmp_path, env=alice()

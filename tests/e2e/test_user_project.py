@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, Result, all_runs, dlrun_env, dlrun_in_process, store_uri
+from helpers import REPO, Result, all_runs, dlrun_env, dlrun_in_process, selected, store_uri
 
 DLRUN = Path(sys.executable).with_name("dlrun")  # the console script installed beside this Python
 
@@ -178,17 +178,25 @@ def user_model_command(starter: Path, env: dict[str, str]) -> tuple[Result, str]
 
 
 @pytest.fixture(scope="module")
-def started(starter: Path, plain: Path) -> Iterator[dict[str, Future]]:
-    """The module's long commands, all independent, started at once and run two at a time (see the docstring)."""
+def started(starter: Path, plain: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, Future]]:
+    """The module's long commands, all independent, started at once and run two at a time (see the docstring);
+    a command whose test is not selected (``-m 'not slow'``) is not started."""
     env = console_env()
     pool = ThreadPoolExecutor(max_workers=2)
+    commands = {
+        "starter": (train_command, starter, "spirals", env),
+        "plain": (train_command, plain, "rings", env),
+        "starter_sweep": (sweep_command, starter, "spirals", "model.hidden=8,16", env),
+        "plain_sweep": (sweep_command, plain, "rings", "objective.hidden=8,16", env),
+        "no_monitor": (no_monitor_command, plain, env),
+        "user_model": (user_model_command, starter, env),
+    }
+    names = selected(request.session)
+    skipped = {"starter_sweep": "test_starter_project_sweeps_its_own_hyperparameter"}
     futures = {
-        "starter": pool.submit(train_command, starter, "spirals", env),
-        "plain": pool.submit(train_command, plain, "rings", env),
-        "starter_sweep": pool.submit(sweep_command, starter, "spirals", "model.hidden=8,16", env),
-        "plain_sweep": pool.submit(sweep_command, plain, "rings", "objective.hidden=8,16", env),
-        "no_monitor": pool.submit(no_monitor_command, plain, env),
-        "user_model": pool.submit(user_model_command, starter, env),
+        name: pool.submit(*command)
+        for name, command in commands.items()
+        if name not in skipped or skipped[name] in names
     }
     try:
         yield futures
@@ -206,6 +214,7 @@ def test_starter_project_trains_evaluates_and_summarizes(started: dict[str, Futu
     check_train_eval_summary(started["starter"].result(), "TinyNet")
 
 
+@pytest.mark.slow  # the plain pair's sweep below (and test_sweeps.py) keep sweeps in the default suite
 def test_starter_project_sweeps_its_own_hyperparameter(started: dict[str, Future]) -> None:
     check_sweep(*started["starter_sweep"].result())
 
