@@ -24,7 +24,7 @@ from dlrun.server.hosts import (
     open_to_others_warning,
     served_names,
 )
-from dlrun.server.process import choose_port, port_number, supervise
+from dlrun.server.process import add_listen_options, choose_port, supervise
 
 ML_VIEW = "workflowType=machine_learning"  # MLflow 3 opens in its GenAI view; this selects "Model training"
 
@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dlrun ui", description="Start MLflow's UI on dlrun's store; Ctrl-C stops it.")
     add_store_option(parser)
     parser.add_argument("-e", "--experiment", metavar="NAME", help="open this experiment (default: the latest run's)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=port_number, default=5000, help="port (default 5000; 0: any free port)")
-    parser.add_argument(
-        "--allowed-hosts",
-        metavar="LIST",
-        help="comma-separated Host headers to accept (default: the names and addresses it serves)",
-    )
+    add_listen_options(parser, "comma-separated Host headers to accept (default: the names and addresses it serves)")
     parser.add_argument(
         "--no-auth",
         action="store_true",

@@ -25,7 +25,7 @@ from dlrun.server.hosts import (
     open_to_others_warning,
     served_names,
 )
-from dlrun.server.process import choose_port, port_number, supervise
+from dlrun.server.process import add_listen_options, choose_port, supervise
 
 DEFAULT_DIR = "dlrun-server"
 
@@ -49,12 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the server's folder: artifacts/, the login store, its log (default ./{DEFAULT_DIR})",
     )
     parser.add_argument("--artifacts", metavar="FOLDER", help="where uploaded artifacts go (default DIR/artifacts)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=port_number, default=5000, help="port (default 5000; 0: any free port)")
-    parser.add_argument(
-        "--allowed-hosts",
-        metavar="LIST",
-        help="comma-separated Host headers clients may use (default: the names and addresses it serves)",
+    add_listen_options(
+        parser, "comma-separated Host headers clients may use (default: the names and addresses it serves)"
     )
     logins = parser.add_mutually_exclusive_group()
     logins.add_argument("--auth", action="store_true", help="logins on 127.0.0.1 too (always on for any other --host)")

@@ -34,6 +34,13 @@ class Stop(Exception):
     """A signal asked the command to stop."""
 
 
+def add_listen_options(parser: argparse.ArgumentParser, allowed_help: str) -> None:
+    """``--host``, ``--port`` and ``--allowed-hosts``: where ``dlrun ui`` and ``dlrun server`` listen."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=port_number, default=5000, help="port (default 5000; 0: any free port)")
+    parser.add_argument("--allowed-hosts", metavar="LIST", help=allowed_help)
+
+
 def port_number(text: str) -> int:
     """A TCP port, 0 to 65535 (argparse type)."""
     try:
