@@ -217,12 +217,14 @@ def experiment_exists(url: str, name: str) -> bool:
 # ---------------------------------------------------------------- tests
 
 
+@pytest.mark.slow  # needs the server on PostgreSQL (~20 s to start); tests/unit/test_server_rules.py is default
 def test_the_server_prints_a_url_on_the_address_it_serves(team_server: TeamServer) -> None:
     assert team_server.url.startswith(f"http://{HOST}:")
     text = team_server.stderr.read_text()
     assert "logins: admin" in text and "hydra.sweeper.storage='postgresql://dlrun@127.0.0.1:" in text
 
 
+@pytest.mark.slow  # needs the server on PostgreSQL (~20 s to start); tests/unit/test_server_rules.py is default
 def test_unauthenticated_requests_to_the_runs_api_are_refused(team_server: TeamServer) -> None:
     body = json.dumps({"experiment_ids": ["0"], "max_results": 1}).encode()
 
@@ -242,6 +244,7 @@ def test_unauthenticated_requests_to_the_runs_api_are_refused(team_server: TeamS
     assert search(f"{ALICE}:{ALICE_PASSWORD}") == 200
 
 
+@pytest.mark.slow  # needs the server on PostgreSQL (~20 s to start); tests/unit/test_server_rules.py is default
 def test_a_wrong_password_stops_in_one_line_before_any_run(team_server: TeamServer, tmp_path: Path) -> None:
     wrong = {"MLFLOW_TRACKING_USERNAME": ALICE, "MLFLOW_TRACKING_PASSWORD": "not-her-password"}
     result = dlrun_in_process(

@@ -192,7 +192,10 @@ def started(starter: Path, plain: Path, request: pytest.FixtureRequest) -> Itera
         "user_model": (user_model_command, starter, env),
     }
     names = selected(request.session)
-    skipped = {"starter_sweep": "test_starter_project_sweeps_its_own_hyperparameter"}
+    skipped = {
+        "starter_sweep": "test_starter_project_sweeps_its_own_hyperparameter",
+        "plain_sweep": "test_plain_lightning_pair_sweeps",
+    }
     futures = {
         name: pool.submit(*command)
         for name, command in commands.items()
@@ -229,6 +232,7 @@ def test_plain_lightning_pair_trains_evaluates_and_summarizes(started: dict[str,
     assert run_id
 
 
+@pytest.mark.slow  # test_plain_lightning_matrix.py sweeps a plain pair (grid and Optuna) in the default suite
 def test_plain_lightning_pair_sweeps(started: dict[str, Future]) -> None:
     check_sweep(*started["plain_sweep"].result())
 
