@@ -350,6 +350,17 @@ def early_key(job: Callable[..., Any]) -> str:
     return f"{job.__module__}.{job.__qualname__}"
 
 
+def git(folder: Path, *args: str) -> str:
+    """``git -C folder ARGS`` with a test identity; its stdout, stripped (fails on a non-zero exit)."""
+    done = subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on ``host`` that nothing listens on now."""
     import socket

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import all_runs, dlrun, early, store_uri
-
-
-def git(folder: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(folder), "-c", "user.email=t@t", "-c", "user.name=t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
+from helpers import all_runs, dlrun, early, git, store_uri
 
 
 def test_a_run_records_its_uncommitted_code_and_environment(early_result: Callable) -> None:

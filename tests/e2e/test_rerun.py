@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Result, all_runs, dlrun, early, store_uri
+from helpers import Result, all_runs, dlrun, early, git, store_uri
 
 # One thread, a seed and tiny limits on real MNIST: a few seconds of training, bit-exact on a CPU.
 TRAIN = [
@@ -27,16 +27,6 @@ CHANGE = ("nn.GELU()", "nn.Tanh()")  # the uncommitted change to the project's m
 # a training, a fresh clone and two reruns (about 50 s of two cores); tests/unit/test_rerun_check.py stays in the
 # default suite
 pytestmark = pytest.mark.slow
-
-
-def git(folder: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(folder), "-c", "user.email=t@t", "-c", "user.name=t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 @dataclass
